@@ -1,0 +1,105 @@
+"""``caioc``: the project's main command.
+
+Until the server lands it shows what this installation can do and proves
+the protocol core works by running a client and a server circuit against
+each other in memory, printing every command that crosses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..ca import (
+    NEED_DATA,
+    ChannelType,
+    Command,
+    CreateChanRequest,
+    ReadNotifyRequest,
+    ReadNotifyResponse,
+    Role,
+    VersionRequest,
+    VersionResponse,
+    VirtualCircuit,
+    WriteNotifyRequest,
+    WriteNotifyResponse,
+)
+
+__all__ = ["main", "run_demo"]
+
+_CAPABILITIES = """\
+caioc {version}: EPICS Channel Access in pure Python
+
+Available now:
+  caioc.ca      sans-I/O CA 4.13 core: every command, DBR types 0-38,
+                conversions, circuit/channel/UDP state machines
+Planned (see the project's issues): asyncio server and IOC toolkit,
+clients and the caioc-get/-put/-monitor/-repeater/-shark tools, the
+hardware layer (serial, I2C, GPIO, SPI with simulators), drivers and
+Raspberry Pi board files.
+"""
+
+
+def _pump(sender: VirtualCircuit, receiver: VirtualCircuit, data: bytes, out: list[str]) -> None:
+    receiver.receive_data(data)
+    arrow = "C->S" if sender.our_role is Role.CLIENT else "S->C"
+    while True:
+        command = receiver.next_command()
+        if command is NEED_DATA:
+            return
+        out.append(f"  {arrow} {command!r}")
+
+
+def run_demo(out: list[str]) -> Command:
+    """A connect, put and get between two in-memory circuits; returns the last reply."""
+    client = VirtualCircuit(Role.CLIENT)
+    server = VirtualCircuit(Role.SERVER)
+    _pump(server, client, server.send(VersionResponse(0, 13)), out)
+    channel = client.create_channel("demo:temperature")
+    _pump(client, server, client.send(VersionRequest(0, 13), channel.create()), out)
+    request = next(c for c in server.channels.values())
+    _pump(server, client, server.send(*request.create(ChannelType.DOUBLE, 1, sid=7)), out)
+    put = channel.write(21.5)
+    _pump(client, server, client.send(put), out)
+    value = 21.5
+    assert isinstance(put, WriteNotifyRequest)
+    _pump(server, client, server.send(WriteNotifyResponse(put.data_type, 1, 1, put.ioid)), out)
+    get = channel.read(ChannelType.TIME_DOUBLE)
+    _pump(client, server, client.send(get), out)
+    assert isinstance(get, ReadNotifyRequest)
+    reply = ReadNotifyResponse(
+        np.array([value]),
+        ChannelType.TIME_DOUBLE,
+        ioid=get.ioid,
+        metadata={"status": 0, "severity": 0},
+    )
+    out.append(f"  value read back: {float(reply.data[0])}")
+    _pump(server, client, server.send(reply), out)
+    assert not isinstance(request, CreateChanRequest)
+    return reply
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``caioc`` command."""
+    parser = argparse.ArgumentParser(prog="caioc", description="EPICS Channel Access in Python")
+    parser.add_argument("--version", action="version", version=f"caioc {__version__}")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="print only the capability summary"
+    )
+    args = parser.parse_args(argv)
+    print(_CAPABILITIES.format(version=__version__))
+    if args.quiet:
+        return 0
+    lines: list[str] = []
+    run_demo(lines)
+    print("Self-check: a client and a server circuit talking in memory:")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
