@@ -1,0 +1,495 @@
+"""A virtual circuit (one TCP connection) and its channels, in either role.
+
+The circuit is the whole API of the core for TCP: ``receive_data(bytes)``,
+``next_command()`` and ``send(*commands) -> bytes``. Every command in or
+out is checked against the tables in :mod:`._state` and updates the
+bookkeeping both ends need (channel ids, pending reads and writes, live
+subscriptions); the I/O layer around it moves bytes and nothing else.
+
+Errors: framing errors (a stream that can no longer be split into
+messages) poison the circuit. Errors of meaning (a read of an unknown sid,
+a reply to a request nobody made) raise :class:`RemoteProtocolError` with
+the offending ``command`` attached and leave the circuit usable, so a
+server can answer with an ERROR message the way rsrv does and go on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._commands import (
+    AccessRightsResponse,
+    ClearChannelRequest,
+    ClearChannelResponse,
+    Command,
+    CreateChanRequest,
+    CreateChanResponse,
+    CreateChFailResponse,
+    ErrorResponse,
+    EventAddRequest,
+    EventAddResponse,
+    EventCancelRequest,
+    EventCancelResponse,
+    ReadNotifyRequest,
+    ReadNotifyResponse,
+    ReadRequest,
+    ServerDisconnResponse,
+    VersionRequest,
+    VersionResponse,
+    WriteNotifyRequest,
+    WriteNotifyResponse,
+    WriteRequest,
+)
+from ._constants import (
+    CA_MINOR_PROTOCOL_REVISION,
+    DEFAULT_MAX_ARRAY_BYTES,
+    ECA,
+    AccessRights,
+    CommandId,
+    Role,
+    SubscriptionMask,
+)
+from ._dbr import ChannelType
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._framing import NEED_DATA, StreamParser, _NeedData
+from ._state import CHANNEL_TRANSITIONS, CIRCUIT_TRANSITIONS, ChannelState, CircuitState
+
+__all__ = ["ClientChannel", "ServerChannel", "VirtualCircuit"]
+
+_OTHER = {Role.CLIENT: Role.SERVER, Role.SERVER: Role.CLIENT}
+_TERMINAL = (ChannelState.CLOSED, ChannelState.FAILED)
+# Commands whose parameter 1 is the server's channel id.
+_BY_SID = (
+    ReadNotifyRequest,
+    ReadRequest,
+    WriteRequest,
+    WriteNotifyRequest,
+    EventAddRequest,
+    EventCancelRequest,
+)
+_BY_CID = (AccessRightsResponse, CreateChFailResponse, ServerDisconnResponse, CreateChanResponse)
+_NEEDS_REPLY = (ReadNotifyRequest, ReadRequest, WriteNotifyRequest)
+
+
+def _error(sender: Role, our_role: Role, text: str, command: Command) -> ProtocolError:
+    if sender is our_role:
+        error: ProtocolError = LocalProtocolError(text)
+    else:
+        error = RemoteProtocolError(text)
+    error.command = command  # type: ignore[attr-defined]
+    return error
+
+
+@dataclass(eq=False)
+class _Channel:
+    circuit: VirtualCircuit
+    name: str
+    cid: int
+    sid: int | None = None
+    native_data_type: ChannelType | None = None
+    native_data_count: int | None = None
+    access_rights: AccessRights = AccessRights.NO_ACCESS
+    state: ChannelState = ChannelState.SEND_CREATE_CHAN_REQUEST
+    #: subscriptionid -> the EVENT_ADD that opened it.
+    subscriptions: dict[int, EventAddRequest] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name!r} cid={self.cid} sid={self.sid} {self.state.name}>"
+        )
+
+
+class ClientChannel(_Channel):
+    """A channel as the client sees it; its methods build requests to send.
+
+    They only build commands: pass them to :meth:`VirtualCircuit.send`.
+    """
+
+    def create(self) -> CreateChanRequest:
+        """The CREATE_CHAN request for this channel."""
+        return CreateChanRequest(self.name, self.cid, CA_MINOR_PROTOCOL_REVISION)
+
+    def _resolve(self, data_type: int | None, data_count: int | None) -> tuple[int, int]:
+        if self.sid is None or self.native_data_type is None:
+            raise LocalProtocolError(f"channel {self.name!r} is not connected ({self.state.name})")
+        if data_type is None:
+            data_type = self.native_data_type
+        if data_count is None:
+            data_count = 0 if self.circuit.their_version >= 13 else self.native_data_count or 1
+        return data_type, data_count
+
+    def read(
+        self, data_type: int | None = None, data_count: int | None = None, ioid: int | None = None
+    ) -> ReadNotifyRequest:
+        """A READ_NOTIFY; count None asks for the current length (count 0)."""
+        data_type, data_count = self._resolve(data_type, data_count)
+        ioid = self.circuit.new_ioid() if ioid is None else ioid
+        return ReadNotifyRequest(data_type, data_count, self.sid, ioid)  # type: ignore[arg-type]
+
+    def write(
+        self,
+        data: object,
+        data_type: int | None = None,
+        *,
+        notify: bool = True,
+        metadata: object = None,
+        ioid: int | None = None,
+    ) -> WriteRequest:
+        """A WRITE_NOTIFY (or with ``notify=False`` a plain WRITE)."""
+        data_type, _ = self._resolve(data_type, 1)
+        ioid = self.circuit.new_ioid() if ioid is None else ioid
+        cls = WriteNotifyRequest if notify else WriteRequest
+        return cls(data, data_type, self.sid, ioid, metadata=metadata)  # type: ignore[arg-type]
+
+    def subscribe(
+        self,
+        data_type: int | None = None,
+        data_count: int | None = None,
+        mask: int = SubscriptionMask.VALUE | SubscriptionMask.ALARM,
+        subscriptionid: int | None = None,
+    ) -> EventAddRequest:
+        """An EVENT_ADD opening a subscription."""
+        data_type, data_count = self._resolve(data_type, data_count)
+        if subscriptionid is None:
+            subscriptionid = self.circuit.new_subscriptionid()
+        return EventAddRequest(data_type, data_count, self.sid, subscriptionid, mask)  # type: ignore[arg-type]
+
+    def unsubscribe(self, subscriptionid: int) -> EventCancelRequest:
+        """The EVENT_CANCEL that ends subscription ``subscriptionid``."""
+        request = self.subscriptions.get(subscriptionid)
+        if request is None:
+            raise LocalProtocolError(
+                f"channel {self.name!r} has no subscription {subscriptionid} to cancel"
+            )
+        return EventCancelRequest(
+            request.data_type, request.data_count, request.sid, subscriptionid
+        )
+
+    def clear(self) -> ClearChannelRequest:
+        """The CLEAR_CHANNEL closing this channel."""
+        if self.sid is None:
+            raise LocalProtocolError(f"channel {self.name!r} was never connected; nothing to clear")
+        return ClearChannelRequest(self.sid, self.cid)
+
+
+class ServerChannel(_Channel):
+    """A channel as the server sees it; its methods build responses."""
+
+    #: The client's protocol minor version, from its CREATE_CHAN.
+    client_version: int = CA_MINOR_PROTOCOL_REVISION
+
+    def create(
+        self,
+        native_data_type: int,
+        native_data_count: int,
+        sid: int,
+        access_rights: int = AccessRights.READ_WRITE,
+    ) -> list[Command]:
+        """ACCESS_RIGHTS then CREATE_CHAN, as rsrv answers a good CREATE_CHAN."""
+        return [
+            AccessRightsResponse(self.cid, access_rights),
+            CreateChanResponse(native_data_type, native_data_count, self.cid, sid),
+        ]
+
+    def create_failed(self) -> CreateChFailResponse:
+        """CREATE_CH_FAIL: this server cannot give the client that channel."""
+        return CreateChFailResponse(self.cid)
+
+    def disconnect(self) -> ServerDisconnResponse:
+        """SERVER_DISCONN: the PV behind the channel went away."""
+        return ServerDisconnResponse(self.cid)
+
+    def clear(self) -> ClearChannelResponse:
+        """The reply to the client's CLEAR_CHANNEL."""
+        assert self.sid is not None
+        return ClearChannelResponse(self.sid, self.cid)
+
+
+class VirtualCircuit:
+    """One CA virtual circuit seen from ``our_role`` (client or server).
+
+    ``address`` and ``priority`` identify the circuit for the I/O layer; the
+    core never uses them to do I/O. ``max_payload`` bounds what the peer may
+    send (EPICS_CA_MAX_ARRAY_BYTES semantics).
+    """
+
+    def __init__(
+        self,
+        our_role: Role,
+        address: tuple[str, int] | None = None,
+        priority: int = 0,
+        max_payload: int = DEFAULT_MAX_ARRAY_BYTES,
+    ) -> None:
+        if our_role not in _OTHER:
+            raise ValueError(f"a circuit has a client and a server end, not a {our_role}")
+        self.our_role = our_role
+        self.their_role = _OTHER[our_role]
+        self.address = address
+        self.priority = priority
+        self.states: dict[Role, CircuitState] = {
+            Role.CLIENT: CircuitState.SEND_VERSION,
+            Role.SERVER: CircuitState.SEND_VERSION,
+        }
+        #: The peer's protocol minor version once its VERSION has arrived.
+        self.their_version = 0
+        self.host_name: str | None = None
+        self.client_name: str | None = None
+        self.channels: dict[int, Any] = {}  # cid -> channel
+        self.channels_by_sid: dict[int, Any] = {}
+        self._pending: dict[int, tuple[Any, Command]] = {}  # ioid -> (channel, request)
+        self._subscriptions: dict[int, Any] = {}  # subscriptionid -> channel
+        self._cancelling: set[int] = set()
+        self._parser = StreamParser(self.their_role, max_payload)
+        self._ids = itertools.count(1)
+        self.events_on = True
+
+    # -- ids (client role) ----------------------------------------------------
+
+    def new_ioid(self) -> int:
+        """A fresh id for a read or write on this circuit."""
+        return next(self._ids) & 0xFFFFFFFF
+
+    def new_subscriptionid(self) -> int:
+        """A fresh subscription id on this circuit."""
+        return next(self._ids) & 0xFFFFFFFF
+
+    def new_cid(self) -> int:
+        """A fresh client channel id on this circuit."""
+        return next(self._ids) & 0xFFFFFFFF
+
+    def create_channel(self, name: str, cid: int | None = None) -> ClientChannel:
+        """A client channel on this circuit, ready for ``send(channel.create())``."""
+        if self.our_role is not Role.CLIENT:
+            raise LocalProtocolError("only the client end creates channels")
+        cid = self.new_cid() if cid is None else cid
+        if cid in self.channels:
+            raise LocalProtocolError(f"cid {cid} is already in use on this circuit")
+        channel = ClientChannel(self, name, cid)
+        self.channels[cid] = channel
+        return channel
+
+    @property
+    def our_state(self) -> CircuitState:
+        """Our side's circuit state."""
+        return self.states[self.our_role]
+
+    @property
+    def their_state(self) -> CircuitState:
+        """The peer's circuit state."""
+        return self.states[self.their_role]
+
+    @property
+    def pending_ioids(self) -> frozenset[int]:
+        """Reads and writes that still await their reply."""
+        return frozenset(self._pending)
+
+    # -- the core API -----------------------------------------------------------
+
+    def send(self, *commands: Command) -> bytes:
+        """Check and record ``commands``, and return the bytes to transmit."""
+        for command in commands:
+            self._process(command, self.our_role)
+        if len(commands) == 1:
+            return bytes(commands[0])
+        return b"".join([bytes(command) for command in commands])
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take bytes received from the peer."""
+        if self.their_state is CircuitState.DISCONNECTED:
+            raise RemoteProtocolError("data arrived on a circuit that was disconnected")
+        self._parser.receive_data(data)
+
+    def next_command(self) -> Command | _NeedData:
+        """The next command from the peer, checked, or :data:`NEED_DATA`."""
+        command = self._parser.next_command()
+        if command is NEED_DATA:
+            return command
+        return self._process(command, self.their_role)  # type: ignore[arg-type]
+
+    def disconnect(self) -> None:
+        """The connection is gone: every channel closes, nothing more passes."""
+        for role in self.states:
+            self.states[role] = CircuitState.DISCONNECTED
+        for channel in list(self.channels.values()):
+            channel.state = ChannelState.CLOSED
+        self.channels.clear()
+        self.channels_by_sid.clear()
+        self._pending.clear()
+        self._subscriptions.clear()
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _process(self, command: Command, sender: Role) -> Command:
+        cls = type(command)
+        state = self.states[sender]
+        next_state = CIRCUIT_TRANSITIONS[sender][state].get(cls)
+        if next_state is None:
+            if state is CircuitState.SEND_VERSION:
+                why = "its first command must be VERSION"
+            elif state is CircuitState.DISCONNECTED:
+                why = "the circuit is disconnected"
+            else:
+                why = f"a {sender.value} does not send it over TCP"
+            raise _error(
+                sender, self.our_role, f"{sender.value} sent {cls.__name__}: {why}", command
+            )
+        if cls is EventAddResponse and command[1] == 0 and command[5] in self._cancelling:
+            command = EventCancelResponse.from_wire(*command[1:])
+            cls = EventCancelResponse
+        channel = self._channel_for(command, cls, sender)
+        if channel is not None:
+            self._move_channel(channel, command, cls, sender)
+        self.states[sender] = next_state  # type: ignore[assignment]
+        if cls is VersionRequest or cls is VersionResponse:
+            if sender is self.their_role:
+                self.their_version = command[3]
+            if sender is Role.CLIENT:
+                self.priority = command[2]
+        elif command[0] == CommandId.HOST_NAME:
+            self.host_name = command.name  # type: ignore[attr-defined]
+        elif command[0] == CommandId.CLIENT_NAME:
+            self.client_name = command.name  # type: ignore[attr-defined]
+        elif command[0] == CommandId.EVENTS_OFF:
+            self.events_on = False
+        elif command[0] == CommandId.EVENTS_ON:
+            self.events_on = True
+        return command
+
+    def _unknown(self, what: str, command: Command, sender: Role) -> ProtocolError:
+        return _error(
+            sender,
+            self.our_role,
+            f"{sender.value} sent {type(command).__name__} for {what}, which this circuit does "
+            "not know",
+            command,
+        )
+
+    def _channel_for(self, command: Command, cls: type, sender: Role) -> Any:
+        if cls in _BY_SID:
+            channel = self.channels_by_sid.get(command[4])
+            if channel is None:
+                raise self._unknown(f"sid {command[4]}", command, sender)
+            return channel
+        if cls in _BY_CID:
+            channel = self.channels.get(command[4])
+            if channel is None:
+                raise self._unknown(f"cid {command[4]}", command, sender)
+            return channel
+        if cls is ReadNotifyResponse or cls is WriteNotifyResponse:
+            entry = self._pending.get(command[5])
+            if entry is None:
+                raise self._unknown(f"ioid {command[5]}", command, sender)
+            return entry[0]
+        if cls is EventAddResponse or cls is EventCancelResponse:
+            channel = self._subscriptions.get(command[5])
+            if channel is None:
+                raise self._unknown(f"subscriptionid {command[5]}", command, sender)
+            return channel
+        if cls is CreateChanRequest:
+            return self._channel_created(command, sender)
+        if cls is ClearChannelRequest or cls is ClearChannelResponse:
+            channel = self.channels.get(command[5])
+            if channel is None or channel.sid != command[4]:
+                raise self._unknown(f"cid {command[5]} / sid {command[4]}", command, sender)
+            return channel
+        if cls is ErrorResponse:
+            return self._error_channel(command)
+        return None
+
+    def _channel_created(self, command: Command, sender: Role) -> Any:
+        cid = command[4]
+        channel = self.channels.get(cid)
+        if self.our_role is Role.SERVER:
+            if channel is not None:
+                raise self._unknown(f"a second channel with cid {cid}", command, sender)
+            channel = ServerChannel(self, command.name, cid)  # type: ignore[attr-defined]
+            channel.client_version = command[5]
+            self.channels[cid] = channel
+        elif channel is None:
+            raise LocalProtocolError(
+                f"cid {cid} was not made by create_channel(); use it to create channels"
+            )
+        return channel
+
+    def _error_channel(self, command: Command) -> Any:
+        original = command.original_header  # type: ignore[attr-defined]
+        op, p2 = original[0], original[5]
+        if op in (CommandId.READ_NOTIFY, CommandId.WRITE_NOTIFY, CommandId.READ):
+            entry = self._pending.pop(p2, None)
+            if entry is not None:
+                return entry[0]
+        elif op == CommandId.EVENT_ADD:
+            channel = self._subscriptions.pop(p2, None)
+            if channel is not None:
+                channel.subscriptions.pop(p2, None)
+                return channel
+        elif op == CommandId.CREATE_CHAN:
+            return self.channels.get(original[4])
+        return self.channels.get(command[4])
+
+    def _move_channel(self, channel: Any, command: Command, cls: type, sender: Role) -> None:
+        target = CHANNEL_TRANSITIONS[channel.state].get(cls)
+        if target is None:
+            raise _error(
+                sender,
+                self.our_role,
+                f"{sender.value} sent {cls.__name__} for channel {channel.name!r}, which is "
+                f"{channel.state.name}: not allowed in that state",
+                command,
+            )
+        if cls is CreateChanResponse:
+            channel.sid = command[5]
+            channel.native_data_type = ChannelType(command[2])
+            channel.native_data_count = command[3]
+            self.channels_by_sid[command[5]] = channel
+        elif cls is AccessRightsResponse:
+            channel.access_rights = command.access_rights  # type: ignore[attr-defined]
+        elif cls in _NEEDS_REPLY:
+            ioid = command[5]
+            if ioid in self._pending and sender is Role.CLIENT:
+                raise _error(sender, self.our_role, f"ioid {ioid} is already in use", command)
+            self._pending[ioid] = (channel, command)
+        elif cls is ReadNotifyResponse or cls is WriteNotifyResponse:
+            del self._pending[command[5]]
+        elif cls is EventAddRequest:
+            subscriptionid = command[5]
+            if subscriptionid in self._subscriptions:
+                raise _error(
+                    sender,
+                    self.our_role,
+                    f"subscriptionid {subscriptionid} is already in use",
+                    command,
+                )
+            self._subscriptions[subscriptionid] = channel
+            channel.subscriptions[subscriptionid] = command
+        elif cls is EventCancelRequest:
+            if command[5] not in channel.subscriptions:
+                raise self._unknown(f"subscriptionid {command[5]}", command, sender)
+            self._cancelling.add(command[5])
+        elif cls is EventCancelResponse:
+            self._cancelling.discard(command[5])
+            self._subscriptions.pop(command[5], None)
+            channel.subscriptions.pop(command[5], None)
+        channel.state = target
+        if target in _TERMINAL:
+            self._forget(channel)
+
+    def _forget(self, channel: Any) -> None:
+        self.channels.pop(channel.cid, None)
+        if channel.sid is not None:
+            self.channels_by_sid.pop(channel.sid, None)
+        for subscriptionid in channel.subscriptions:
+            self._subscriptions.pop(subscriptionid, None)
+            self._cancelling.discard(subscriptionid)
+        channel.subscriptions.clear()
+        for ioid in [i for i, (ch, _) in self._pending.items() if ch is channel]:
+            del self._pending[ioid]
+
+
+def error_for(
+    request: Command, status: ECA, message: str | None = None, cid: int = 0
+) -> ErrorResponse:
+    """The ERROR a server sends to refuse ``request`` (text defaults to ECA's)."""
+    return ErrorResponse(request, cid, status, status.message if message is None else message)

@@ -1,0 +1,373 @@
+"""Reads, writes, subscriptions and errors: commands tied to a channel operation.
+
+The data-carrying ones (READ_NOTIFY and EVENT_ADD responses, WRITE and
+WRITE_NOTIFY requests) hold a DBR payload; its values and metadata are
+decoded lazily as numpy views of the received bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from ._constants import ECA, CommandId, SubscriptionMask
+from ._dbr import ChannelType, decode_dbr, encode_dbr, payload_size
+from ._errors import LocalProtocolError
+from ._wire import (
+    HEADER,
+    Command,
+    Payload,
+    _check_data_type,
+    _check_uint,
+    _eca,
+    decode_string,
+    encode_string,
+    pad_payload,
+)
+
+__all__ = [
+    "ErrorResponse",
+    "EventAddRequest",
+    "EventAddResponse",
+    "EventCancelRequest",
+    "EventCancelResponse",
+    "ReadNotifyRequest",
+    "ReadNotifyResponse",
+    "ReadRequest",
+    "WriteNotifyRequest",
+    "WriteNotifyResponse",
+    "WriteRequest",
+]
+
+_EVENT_ADD_PAYLOAD = struct.Struct(">fffHxx")
+_STRING_SIZE = payload_size(ChannelType.STRING, 1)
+
+# --- reads, writes and subscriptions -----------------------------------------
+
+
+class _Operation(Command):
+    """A header with a DBR type and count, a channel id and an operation id."""
+
+    __slots__ = ()
+    data_type = property(itemgetter(2), doc="Requested DBR type (0-38).")
+    data_count = property(itemgetter(3), doc="Requested element count.")
+
+    @classmethod
+    def _checked(cls, data_type: int, data_count: int, p1: int, p2: int, payload: Payload) -> Any:
+        name = cls.ID.name
+        data_type = int(_check_data_type(data_type, name))
+        _check_uint(data_count, 32, "data_count", name)
+        _check_uint(p1, 32, cls.FIELDS[2], name)
+        _check_uint(p2, 32, cls.FIELDS[3], name)
+        return cls._build(data_type, data_count, p1, p2, payload)
+
+
+class ReadNotifyRequest(_Operation):
+    """READ_NOTIFY (15) from a client: read a channel once."""
+
+    __slots__ = ()
+    ID = CommandId.READ_NOTIFY
+    REQUEST = True
+    FIELDS = ("data_type", "data_count", "sid", "ioid")
+    sid = property(itemgetter(4), doc="Server's channel id.")
+    ioid = property(itemgetter(5), doc="Client's id for this read.")
+
+    def __new__(cls, data_type: int, data_count: int, sid: int, ioid: int) -> Any:
+        return cls._checked(data_type, data_count, sid, ioid, b"")
+
+
+class ReadRequest(ReadNotifyRequest):
+    """READ (3): deprecated since CA 4.4; recognised so servers can refuse it."""
+
+    __slots__ = ()
+    ID = CommandId.READ
+    DEPRECATED = True
+
+
+class EventCancelRequest(_Operation):
+    """EVENT_CANCEL (2) from a client: end a subscription."""
+
+    __slots__ = ()
+    ID = CommandId.EVENT_CANCEL
+    REQUEST = True
+    FIELDS = ("data_type", "data_count", "sid", "subscriptionid")
+    sid = property(itemgetter(4), doc="Server's channel id.")
+    subscriptionid = property(itemgetter(5), doc="Client's subscription id.")
+
+    def __new__(cls, data_type: int, data_count: int, sid: int, subscriptionid: int) -> Any:
+        return cls._checked(data_type, data_count, sid, subscriptionid, b"")
+
+
+class EventCancelResponse(EventCancelRequest):
+    """The server's confirmation of EVENT_CANCEL.
+
+    On the wire it is an EVENT_ADD (1) with no payload that echoes the
+    subscription's header (sid in parameter 1), so a parser sees an
+    :class:`EventAddResponse`; a client circuit that knows the
+    subscription is being cancelled turns it into this class.
+    """
+
+    __slots__ = ()
+    ID = CommandId.EVENT_ADD
+    REQUEST = False
+
+
+class WriteNotifyResponse(_Operation):
+    """WRITE_NOTIFY (19) from a server: the put has completed (or failed)."""
+
+    __slots__ = ()
+    ID = CommandId.WRITE_NOTIFY
+    REQUEST = False
+    FIELDS = ("data_type", "data_count", "status", "ioid")
+    ioid = property(itemgetter(5), doc="Client's id for this write.")
+
+    def __new__(cls, data_type: int, data_count: int, status: int, ioid: int) -> Any:
+        return cls._checked(data_type, data_count, int(status), ioid, b"")
+
+    @property
+    def status(self) -> int:
+        """ECA status code (an :class:`ECA` member when it is a known code)."""
+        return _eca(self[4])
+
+
+class EventAddRequest(_Operation):
+    """EVENT_ADD (1) from a client: subscribe to a channel."""
+
+    __slots__ = ()
+    ID = CommandId.EVENT_ADD
+    REQUEST = True
+    FIELDS = ("data_type", "data_count", "sid", "subscriptionid", "mask")
+    sid = property(itemgetter(4), doc="Server's channel id.")
+    subscriptionid = property(itemgetter(5), doc="Client's subscription id.")
+
+    def __new__(
+        cls,
+        data_type: int,
+        data_count: int,
+        sid: int,
+        subscriptionid: int,
+        mask: int = SubscriptionMask.VALUE | SubscriptionMask.ALARM,
+        low: float = 0.0,
+        high: float = 0.0,
+        to: float = 0.0,
+    ) -> Any:
+        _check_uint(int(mask), 16, "mask", "EVENT_ADD")
+        if not int(mask) & 0xF:
+            raise LocalProtocolError(f"EVENT_ADD: mask {mask!r} selects no events")
+        payload = _EVENT_ADD_PAYLOAD.pack(low, high, to, int(mask))
+        return cls._checked(data_type, data_count, sid, subscriptionid, payload)
+
+    def _fields(self) -> tuple[float, float, float, int]:
+        return _EVENT_ADD_PAYLOAD.unpack_from(self[6])
+
+    @property
+    def mask(self) -> SubscriptionMask:
+        """Which changes trigger an update (DBE_VALUE, _LOG, _ALARM, _PROPERTY)."""
+        return SubscriptionMask(self._fields()[3] & 0xF)
+
+    @property
+    def low(self) -> float:
+        """Obsolete deadband field, kept for re-encoding."""
+        return self._fields()[0]
+
+    @property
+    def high(self) -> float:
+        """Obsolete deadband field, kept for re-encoding."""
+        return self._fields()[1]
+
+    @property
+    def to(self) -> float:
+        """Obsolete timeout field, kept for re-encoding."""
+        return self._fields()[2]
+
+
+class _DataCommand(_Operation):
+    """A header followed by DBR data: reads answered, writes, monitor updates."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        data: object,
+        data_type: int,
+        p1: int,
+        p2: int,
+        metadata: object = None,
+        data_count: int | None = None,
+    ) -> Any:
+        dtype = _check_data_type(data_type, cls.ID.name)
+        try:
+            raw, count = encode_dbr(dtype, data, metadata)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise LocalProtocolError(f"{cls.ID.name}: cannot encode {dtype.name}: {exc}") from exc
+        if data_count is not None and data_count != count:
+            raise LocalProtocolError(
+                f"{cls.ID.name}: data_count={data_count} but the data has {count} elements"
+            )
+        return cls._checked(dtype, count, p1, p2, pad_payload(raw))
+
+    @classmethod
+    def from_payload(cls, payload: bytes, data_type: int, data_count: int, p1: int, p2: int) -> Any:
+        """Reuse an already encoded (unpadded or padded) DBR payload.
+
+        This is how one monitor update is encoded once and sent to many
+        subscribers: only the header differs.
+        """
+        if len(payload) < payload_size(data_type, data_count):
+            raise LocalProtocolError(
+                f"{cls.ID.name}: {len(payload)} bytes cannot hold {data_count} x DBR {data_type}"
+            )
+        if len(payload) & 7:
+            payload = pad_payload(payload)
+        return cls._checked(data_type, data_count, p1, p2, payload)
+
+    def decode(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """(metadata, values) as numpy views of the payload."""
+        payload = self[6]
+        if self[1] < _STRING_SIZE and self[2] == ChannelType.STRING:
+            # libca sends a single DBR_STRING as its characters and a NUL,
+            # padded to 8, not the whole 40-byte field; rsrv accepts that.
+            payload = bytes(payload).ljust(_STRING_SIZE, b"\0")
+        return decode_dbr(self[2], self[3], payload)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The values, a numpy view of the payload (no copy)."""
+        return self.decode()[1]
+
+    @property
+    def metadata(self) -> np.ndarray | None:
+        """The DBR metadata record (status, severity, stamp ...) or None."""
+        return self.decode()[0]
+
+
+class ReadNotifyResponse(_DataCommand):
+    """READ_NOTIFY (15) from a server: the value read."""
+
+    __slots__ = ()
+    ID = CommandId.READ_NOTIFY
+    REQUEST = False
+    FIELDS = ("data_type", "data_count", "status", "ioid")
+    ioid = property(itemgetter(5), doc="Client's id for this read.")
+
+    def __new__(
+        cls,
+        data: object,
+        data_type: int,
+        status: int = ECA.NORMAL,
+        ioid: int = 0,
+        metadata: object = None,
+        data_count: int | None = None,
+    ) -> Any:
+        return super().__new__(cls, data, data_type, int(status), ioid, metadata, data_count)
+
+    @property
+    def status(self) -> int:
+        """ECA status code of the read."""
+        return _eca(self[4])
+
+
+class EventAddResponse(_DataCommand):
+    """EVENT_ADD (1) from a server: a monitor update."""
+
+    __slots__ = ()
+    ID = CommandId.EVENT_ADD
+    REQUEST = False
+    FIELDS = ("data_type", "data_count", "status", "subscriptionid")
+    subscriptionid = property(itemgetter(5), doc="Client's subscription id.")
+
+    def __new__(
+        cls,
+        data: object,
+        data_type: int,
+        status: int = ECA.NORMAL,
+        subscriptionid: int = 0,
+        metadata: object = None,
+        data_count: int | None = None,
+    ) -> Any:
+        return super().__new__(
+            cls, data, data_type, int(status), subscriptionid, metadata, data_count
+        )
+
+    @property
+    def status(self) -> int:
+        """ECA status code of the update."""
+        return _eca(self[4])
+
+
+class WriteRequest(_DataCommand):
+    """WRITE (4) from a client: a put without completion."""
+
+    __slots__ = ()
+    ID = CommandId.WRITE
+    REQUEST = True
+    FIELDS = ("data_type", "data_count", "sid", "ioid")
+    sid = property(itemgetter(4), doc="Server's channel id.")
+    ioid = property(itemgetter(5), doc="Client's id for this write.")
+
+    def __new__(
+        cls,
+        data: object,
+        data_type: int,
+        sid: int,
+        ioid: int,
+        metadata: object = None,
+        data_count: int | None = None,
+    ) -> Any:
+        return super().__new__(cls, data, data_type, sid, ioid, metadata, data_count)
+
+
+class WriteNotifyRequest(WriteRequest):
+    """WRITE_NOTIFY (19) from a client: a put answered on completion."""
+
+    __slots__ = ()
+    ID = CommandId.WRITE_NOTIFY
+
+
+class ErrorResponse(Command):
+    """ERROR (11) from a server: a request failed.
+
+    The payload holds the failed request's 16-byte header, then a message.
+    """
+
+    __slots__ = ()
+    ID = CommandId.ERROR
+    REQUEST = False
+    FIELDS = ("cid", "status", "error_message")
+    cid = property(itemgetter(4), doc="Channel id the failed request concerned.")
+
+    def __new__(
+        cls, original_request: Command | bytes, cid: int, status: int, error_message: str
+    ) -> Any:
+        _check_uint(cid, 32, "cid", "ERROR")
+        _check_uint(int(status), 32, "status", "ERROR")
+        if isinstance(original_request, Command):
+            # The ERROR payload carries a plain caHdr: the extended sizes
+            # do not fit, so large requests are reported with the 16-bit
+            # fields saturated, as rsrv does.
+            command, size, data_type, count, p1, p2, _ = original_request
+            header = HEADER.pack(command, min(size, 0xFFFF), data_type, min(count, 0xFFFF), p1, p2)
+        else:
+            header = bytes(original_request)
+            if len(header) != HEADER.size:
+                raise LocalProtocolError("ERROR: the original request header must be 16 bytes")
+        message = encode_string(error_message, "ERROR: message")
+        return cls._build(0, 0, cid, int(status), pad_payload(header + message))
+
+    @property
+    def status(self) -> int:
+        """ECA status code of the failure."""
+        return _eca(self[5])
+
+    @property
+    def original_header(self) -> tuple[int, int, int, int, int, int]:
+        """The failed request's header fields (command, size, type, count, p1, p2)."""
+        return HEADER.unpack_from(self[6])
+
+    @property
+    def error_message(self) -> str:
+        """The server's explanation."""
+        return decode_string(self[6][HEADER.size :])
