@@ -113,7 +113,8 @@ class Broadcaster:
         for name in names:
             search = SearchRequest(name, self.new_search_id(), CA_MINOR_PROTOCOL_REVISION, reply)
             if not current or size + len(search) > MAX_SEARCH_DATAGRAM:
-                version = VersionRequest(0, CA_MINOR_PROTOCOL_REVISION, next(self._sequence))
+                # data_type 1 says the sequence number is valid, as libca sets it
+                version = VersionRequest(1, CA_MINOR_PROTOCOL_REVISION, next(self._sequence))
                 current = [version]
                 datagrams.append(current)
                 size = len(version)

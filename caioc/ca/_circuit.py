@@ -51,7 +51,7 @@ from ._constants import (
     Role,
     SubscriptionMask,
 )
-from ._dbr import ChannelType
+from ._dbr import ChannelType, payload_size
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._framing import NEED_DATA, StreamParser, _NeedData
 from ._state import CHANNEL_TRANSITIONS, CIRCUIT_TRANSITIONS, ChannelState, CircuitState
@@ -336,8 +336,19 @@ class VirtualCircuit:
                 sender, self.our_role, f"{sender.value} sent {cls.__name__}: {why}", command
             )
         if cls is EventAddResponse and command[1] == 0 and command[5] in self._cancelling:
-            command = EventCancelResponse.from_wire(*command[1:])
+            # The server confirms EVENT_CANCEL with an empty EVENT_ADD.
+            command = EventCancelResponse.from_wire(*command[1:7])
             cls = EventCancelResponse
+        elif cls is EventAddResponse and command[1] < payload_size(command[2], command[3]):
+            # Too short for its type and count, and not a confirmation either
+            # (the parser lets such messages through for the circuit to judge).
+            raise _error(
+                sender,
+                self.our_role,
+                f"{sender.value} sent an EVENT_ADD update with {command[1]} payload bytes "
+                f"for subscription {command[5]}, which is not being cancelled",
+                command,
+            )
         channel = self._channel_for(command, cls, sender)
         if channel is not None:
             self._move_channel(channel, command, cls, sender)
@@ -408,8 +419,11 @@ class VirtualCircuit:
             channel.client_version = command[5]
             self.channels[cid] = channel
         elif channel is None:
-            raise LocalProtocolError(
-                f"cid {cid} was not made by create_channel(); use it to create channels"
+            raise _error(
+                sender,
+                self.our_role,
+                f"cid {cid} was not made by create_channel(); use it to create channels",
+                command,
             )
         return channel
 

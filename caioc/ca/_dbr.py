@@ -62,6 +62,7 @@ __all__ = [
     "ctrl_type",
     "dbr_class",
     "decode_dbr",
+    "decode_scalar",
     "decode_strings",
     "double_to_float",
     "encode_dbr",
@@ -73,6 +74,7 @@ __all__ = [
     "payload_size",
     "posix_to_epics",
     "promote",
+    "scalar_layout",
     "sts_type",
     "time_type",
 ]
@@ -331,6 +333,71 @@ METADATA_SIZES: tuple[int, ...] = tuple(i.meta_size for i in _INFO)
 NATIVE_TYPES: tuple[ChannelType, ...] = tuple(i.native for i in _INFO)
 #: Per DBR type: its :class:`DbrClass`.
 DBR_CLASSES: tuple[DbrClass, ...] = tuple(i.cls for i in _INFO)
+
+
+class _Scalar(NamedTuple):
+    """One element with STS/TIME (or no) metadata in a single struct."""
+
+    struct: struct.Struct  # padding fields are pad bytes, not arguments
+    names: tuple[str, ...]  # the metadata arguments, in order
+    zeros: tuple[int, ...]
+    stamped: bool
+
+
+def _scalar(info: _Info) -> _Scalar | None:
+    # Only metadata made of numbers (plain, STS, TIME) qualifies; GR/CTRL
+    # carry units and enum strings that need the general path.
+    if info.value_struct is None or any(kind != "n" for _, kind, _ in info.meta_fields):
+        return None
+    codes = ""
+    names: list[str] = []
+    meta = info.meta_dtype
+    for name in meta.names or () if meta is not None else ():
+        field = meta.fields[name][0]  # type: ignore[union-attr,index]
+        if name.startswith("RISC_pad"):
+            codes += f"{field.itemsize}x"
+        else:
+            codes += _struct_code(field)[0]
+            names.append(name)
+    value_code = info.value_struct.format[1:]
+    return _Scalar(
+        struct.Struct(">" + codes + value_code),
+        tuple(names),
+        (0,) * len(names),
+        "secondsSinceEpoch" in names,
+    )
+
+
+_SCALAR: tuple[_Scalar | None, ...] = tuple(_scalar(info) for info in _INFO)
+
+
+def scalar_layout(data_type: int) -> tuple[str, tuple[str, ...]] | None:
+    """(struct codes, metadata field names) of one element with its metadata.
+
+    For the types whose metadata is all numbers (plain, STS and TIME of the
+    numeric types); None otherwise. Codes are big-endian without the ``>``,
+    so callers can prepend a header of their own.
+    """
+    fast = _SCALAR[data_type] if 0 <= data_type <= _LAST_TYPE else None
+    return None if fast is None else (fast.struct.format[1:], fast.names)
+
+
+def decode_scalar(data_type: int, payload: bytes | memoryview) -> tuple[Any, dict[str, Any]] | None:
+    """(value, metadata dict) of one numeric element, without numpy.
+
+    The metadata dict is what :func:`metadata_dict` gives (TIME types get a
+    ``timestamp`` in POSIX seconds). None when the type has metadata beyond
+    numbers (GR, CTRL), holds strings, or the payload is too short: use
+    :func:`decode_dbr` then.
+    """
+    fast = _SCALAR[data_type] if 0 <= data_type <= _LAST_TYPE else None
+    if fast is None or len(payload) < fast.struct.size:
+        return None
+    *meta, value = fast.struct.unpack_from(payload)
+    out = dict(zip(fast.names, meta, strict=True))
+    if fast.stamped:
+        out["timestamp"] = epics_to_posix(out["secondsSinceEpoch"], out["nanoseconds"])
+    return value, out
 
 
 def _info(data_type: int) -> _Info:
@@ -655,6 +722,21 @@ def encode_dbr(
     ``timestamp`` key (POSIX seconds) stands for ``secondsSinceEpoch`` and
     ``nanoseconds``.
     """
+    if (type(values) is float or type(values) is int) and 0 <= data_type <= _LAST_TYPE:
+        # The hot path of a server: one number, metadata as a plain dict.
+        fast = _SCALAR[data_type]
+        if fast is not None:
+            args: Any = None
+            if metadata is None:
+                args = fast.zeros
+            elif type(metadata) is dict and "timestamp" not in metadata:
+                get = metadata.get
+                args = [get(name, 0) for name in fast.names]
+            if args is not None:
+                try:
+                    return fast.struct.pack(*args, values), 1
+                except (struct.error, OverflowError):
+                    pass  # the general path narrows as C does, or explains
     info = _info(data_type)
     head = b"" if info.meta_struct is None else _encode_meta(info, metadata, encoding)
     vs = info.value_struct

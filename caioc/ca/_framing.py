@@ -13,11 +13,19 @@ hostile header costs nothing but a :class:`RemoteProtocolError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
-from ._commands import DATA_CLASSES, OBSOLETE_COMMANDS, REQUEST_CLASSES, RESPONSE_CLASSES
+from ._commands import (
+    DATA_CLASSES,
+    OBSOLETE_COMMANDS,
+    REQUEST_CLASSES,
+    RESPONSE_CLASSES,
+    ErrorResponse,
+    EventAddRequest,
+)
 from ._constants import DEFAULT_MAX_ARRAY_BYTES, CommandId, Role
-from ._dbr import ChannelType, payload_size
+from ._dbr import METADATA_SIZES, VALUE_DTYPES, ChannelType
 from ._errors import RemoteProtocolError
 from ._wire import EXTENDED_SIZES, HEADER, Command
 
@@ -38,12 +46,13 @@ NEED_DATA: Final = _NeedData()
 _HEADER_SIZE = HEADER.size
 _unpack_header = HEADER.unpack_from
 _unpack_sizes = EXTENDED_SIZES.unpack_from
+_new = tuple.__new__
 #: libca and rsrv never accept less than this, whatever the configuration
 #: says (caProto.h MAX_TCP).
 _MIN_LIMIT = 16384
 #: Payloads at least this large that arrive in pieces are gathered into one
 #: preallocated buffer rather than by concatenation.
-_LARGE_PAYLOAD = 1 << 16
+_LARGE_PAYLOAD = 1 << 13
 _NUM_TYPES = len(ChannelType)
 
 
@@ -86,11 +95,11 @@ def _check_data(cls: type[Command], size: int, data_type: int, data_count: int) 
         raise RemoteProtocolError(
             f"received {_describe(cls.ID)} with data type {data_type}: DBR types are 0-38"
         )
-    needed = payload_size(data_type, data_count)
+    needed = _META_SIZES[data_type] + data_count * _VALUE_SIZES[data_type]
     if size < needed:
         if size == 0 and cls.ID == CommandId.EVENT_ADD:
-            # An EVENT_ADD response with no payload is the server's
-            # confirmation of EVENT_CANCEL, echoing the subscription's header.
+            # Maybe the server's confirmation of EVENT_CANCEL, which echoes
+            # the subscription's header; the circuit knows which it is.
             return
         if data_type == ChannelType.STRING and data_count == 1 and size:
             # libca writes one DBR_STRING as its characters and a NUL only.
@@ -99,6 +108,35 @@ def _check_data(cls: type[Command], size: int, data_type: int, data_count: int) 
             f"received {_describe(cls.ID)} with {size} payload bytes, but "
             f"{data_count} x {ChannelType(data_type).name} needs {needed}"
         )
+
+
+def _check_minimum(cls: type[Command], size: int, data_type: int, data_count: int) -> None:
+    needed = _MINIMUM_PAYLOADS[cls]
+    if size < needed:
+        raise RemoteProtocolError(
+            f"received {_describe(cls.ID)} with {size} payload bytes; it carries at least "
+            f"{needed} ({_MINIMUM_WHY[cls]})"
+        )
+
+
+_META_SIZES = METADATA_SIZES
+_VALUE_SIZES = tuple(dtype.itemsize for dtype in VALUE_DTYPES)
+_MINIMUM_PAYLOADS: dict[type[Command], int] = {EventAddRequest: 16, ErrorResponse: HEADER.size}
+_MINIMUM_WHY = {
+    EventAddRequest: "the mon_info block: deadbands and the event mask",
+    ErrorResponse: "the header of the request that failed",
+}
+#: Classes whose payload the parsers check, and how.
+_CHECKS: dict[type[Command], Callable[[type[Command], int, int, int], None]] = {
+    **dict.fromkeys(DATA_CLASSES, _check_data),
+    **dict.fromkeys(_MINIMUM_PAYLOADS, _check_minimum),
+}
+
+
+def _canonical(size: int, data_count: int, extended: bool, count_field: int) -> bool:
+    """Whether re-encoding these sizes gives back the header form received."""
+    needs_extended = size >= 0xFFFF or data_count >= 0xFFFF
+    return extended == needs_extended and (not extended or count_field == 0)
 
 
 class StreamParser:
@@ -133,14 +171,17 @@ class StreamParser:
         self._offset = 0
         self._large: bytearray | None = None
         self._large_fill = 0
-        self._large_header: tuple[type[Command], int, int, int, int, int] | None = None
+        # (class, header values, header bytes, canonical?) of a large message
+        self._large_header: tuple[type[Command], tuple[int, ...], bytes, bool] | None = None
         self._error: RemoteProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as commands."""
         pending = len(self._buffer) - self._offset
-        return pending + (self._large_fill if self._large is not None else 0)
+        if self._large_header is not None:
+            pending += len(self._large_header[2]) + self._large_fill
+        return pending
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Take the next chunk of the stream (an empty chunk is ignored)."""
@@ -151,12 +192,12 @@ class StreamParser:
         large = self._large
         if large is not None:
             room = len(large) - self._large_fill
-            take = data[:room]
+            take = memoryview(data)[:room]
             large[self._large_fill : self._large_fill + len(take)] = take
             self._large_fill += len(take)
             if len(data) <= room:
                 return
-            data = data[room:]
+            data = memoryview(data)[room:]
         if not isinstance(data, bytes):
             data = bytes(data)  # the caller may reuse its buffer
         if self._offset < len(self._buffer):
@@ -167,95 +208,113 @@ class StreamParser:
 
     def next_command(self) -> Command | _NeedData:
         """The next complete command, or :data:`NEED_DATA`."""
-        if self._error is not None:
-            raise self._error
-        if self._large is not None:
-            return self._finish_large()
-        buffer = self._buffer
-        offset = self._offset
-        available = len(buffer) - offset
-        if available < _HEADER_SIZE:
-            return NEED_DATA
-        command, size, data_type, data_count, p1, p2 = _unpack_header(buffer, offset)
-        start = offset + _HEADER_SIZE
-        if size == 0xFFFF:
-            if available < _HEADER_SIZE + 8:
-                return NEED_DATA
-            size, data_count = _unpack_sizes(buffer, start)
-            start += 8
-        classes = self._classes
-        cls = classes[command] if command < len(classes) else None
-        if cls is None:
-            raise self._fail(_illegal(command, self.sender))
-        if size > self.max_payload:
-            raise self._fail(
-                RemoteProtocolError(
-                    f"received {_describe(command)} announcing {size} payload bytes, more than "
-                    f"the {self.max_payload} allowed (EPICS_CA_MAX_ARRAY_BYTES)"
-                )
-            )
-        if cls in DATA_CLASSES:
-            try:
-                _check_data(cls, size, data_type, data_count)
-            except RemoteProtocolError as exc:
-                raise self._fail(exc) from None
-        end = start + size
-        if end > len(buffer):
-            if size >= _LARGE_PAYLOAD:
-                self._start_large(cls, size, data_type, data_count, p1, p2, start)
-            return NEED_DATA
-        self._offset = end
-        payload = self._view[start:end] if size else b""
-        return cls.from_wire(size, data_type, data_count, p1, p2, payload)
+        parsed = self._parse(1)
+        return parsed[0] if parsed else NEED_DATA
 
     def commands(self) -> list[Command]:
         """Every complete command received so far, in order."""
-        out: list[Command] = []
-        append = out.append
-        next_command = self.next_command
-        while True:
-            command = next_command()
-            if command is NEED_DATA:
-                return out
-            append(command)  # type: ignore[arg-type]
+        return self._parse(-1)
 
-    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
-        self._error = error
-        return error
+    def _parse(self, limit: int) -> list[Command]:
+        """Up to ``limit`` commands (all if negative); the per-message hot loop."""
+        if self._error is not None:
+            raise self._error
+        out: list[Command] = []
+        try:
+            self._parse_into(out, limit)
+        except RemoteProtocolError as error:
+            self._error = error
+            if not out:
+                raise
+            # Hand on what arrived intact first; the next call raises.
+        return out
+
+    def _parse_into(self, out: list[Command], limit: int) -> None:
+        if self._large is not None:
+            done = self._finish_large()
+            if done is None:
+                return
+            out.append(done)
+            limit -= 1
+        buffer = self._buffer
+        view = self._view
+        offset = self._offset
+        total = len(buffer)
+        classes = self._classes
+        known = len(classes)
+        max_payload = self.max_payload
+        checks = _CHECKS
+        append = out.append
+        while limit and total - offset >= _HEADER_SIZE:
+            command, size, data_type, data_count, p1, p2 = _unpack_header(buffer, offset)
+            start = offset + _HEADER_SIZE
+            canonical = data_count != 0xFFFF
+            if size == 0xFFFF:
+                if total - offset < _HEADER_SIZE + 8:
+                    break
+                count_field = data_count
+                size, data_count = _unpack_sizes(buffer, start)
+                start += 8
+                canonical = _canonical(size, data_count, True, count_field)
+            cls = classes[command] if command < known else None
+            if cls is None:
+                raise _illegal(command, self.sender)
+            if size > max_payload:
+                raise RemoteProtocolError(
+                    f"received {_describe(command)} announcing {size} payload bytes, more "
+                    f"than the {max_payload} allowed (EPICS_CA_MAX_ARRAY_BYTES)"
+                )
+            check = checks.get(cls)
+            if check is not None:
+                check(cls, size, data_type, data_count)
+            end = start + size
+            if end > total:
+                if size >= _LARGE_PAYLOAD:
+                    header = (command, size, data_type, data_count, p1, p2)
+                    self._start_large(cls, header, offset, start, canonical)
+                    return
+                break
+            payload = view[start:end] if size else b""
+            # A peer's odd but legal header form (an extended header for a
+            # small message ...) is kept verbatim so it re-encodes exactly.
+            wire = None if canonical else bytes(buffer[offset:end])
+            append(_new(cls, (command, size, data_type, data_count, p1, p2, payload, wire)))
+            offset = end
+            limit -= 1
+        self._offset = offset
 
     def _start_large(
         self,
         cls: type[Command],
-        size: int,
-        data_type: int,
-        data_count: int,
-        p1: int,
-        p2: int,
+        header: tuple[int, ...],
+        offset: int,
         start: int,
+        canonical: bool,
     ) -> None:
-        large = bytearray(size)
+        large = bytearray(header[1])
         have = self._view[start:]
         large[: len(have)] = have
         self._large = large
         self._large_fill = len(have)
-        self._large_header = (cls, size, data_type, data_count, p1, p2)
+        self._large_header = (cls, header, bytes(self._buffer[offset:start]), canonical)
         self._buffer = b""
         self._view = memoryview(b"")
         self._offset = 0
 
-    def _finish_large(self) -> Command | _NeedData:
+    def _finish_large(self) -> Command | None:
         large = self._large
         assert large is not None and self._large_header is not None
         if self._large_fill < len(large):
-            return NEED_DATA
-        cls, size, data_type, data_count, p1, p2 = self._large_header
+            return None
+        cls, header, raw_header, canonical = self._large_header
         self._large = None
         self._large_header = None
         self._large_fill = 0
         # The buffer now belongs to the command alone; the view is read-only
         # so nobody mutates a payload another holder still sees.
         payload = memoryview(large).toreadonly()
-        return cls.from_wire(size, data_type, data_count, p1, p2, payload)
+        wire = None if canonical else raw_header + bytes(large)
+        return _new(cls, (*header, payload, wire))
 
 
 def parse_datagram(
@@ -288,14 +347,17 @@ def parse_datagram(
             )
         command, size, data_type, data_count, p1, p2 = _unpack_header(data, offset)
         start = offset + _HEADER_SIZE
+        canonical = data_count != 0xFFFF
         if size == 0xFFFF:
             if total - start < 8:
                 raise RemoteProtocolError(
                     f"datagram from the {sender.value} ends inside an extended header at "
                     f"offset {offset}"
                 )
+            count_field = data_count
             size, data_count = _unpack_sizes(data, start)
             start += 8
+            canonical = _canonical(size, data_count, True, count_field)
         cls = classes[command] if command < len(classes) else None
         if cls is None:
             raise _illegal(command, sender)
@@ -304,10 +366,12 @@ def parse_datagram(
                 f"datagram from the {sender.value}: {_describe(command)} at offset {offset} "
                 f"announces {size} payload bytes but {total - start} remain"
             )
-        if cls in DATA_CLASSES:
-            _check_data(cls, size, data_type, data_count)
+        check = _CHECKS.get(cls)
+        if check is not None:
+            check(cls, size, data_type, data_count)
         end = start + size
         payload = view[start:end] if size else b""
-        out.append(cls.from_wire(size, data_type, data_count, p1, p2, payload))
+        wire = None if canonical else data[offset:end]
+        out.append(_new(cls, (command, size, data_type, data_count, p1, p2, payload, wire)))
         offset = end
     return out

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import struct
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._constants import ECA, CommandId, SubscriptionMask
-from ._dbr import ChannelType, decode_dbr, encode_dbr, payload_size
+from ._dbr import (
+    ChannelType,
+    decode_dbr,
+    decode_scalar,
+    decode_strings,
+    encode_dbr,
+    metadata_dict,
+    payload_size,
+    scalar_layout,
+)
 from ._errors import LocalProtocolError
 from ._wire import (
+    EXTENDED_HEADER,
+    EXTENDED_SIZES,
     HEADER,
     Command,
     Payload,
@@ -43,6 +54,33 @@ __all__ = [
 ]
 
 _EVENT_ADD_PAYLOAD = struct.Struct(">fffHxx")
+_LAST_TYPE = max(ChannelType)
+_new = tuple.__new__
+_UINT32 = 0xFFFFFFFF
+
+
+class _ScalarWire(NamedTuple):
+    """Header, metadata, one value and padding packed by one struct."""
+
+    struct: struct.Struct
+    size: int  # the padded payload size
+    names: tuple[str, ...]
+    zeros: tuple[int, ...]
+
+
+def _scalar_wire(data_type: int) -> _ScalarWire | None:
+    layout = scalar_layout(data_type)
+    if layout is None:
+        return None
+    codes, names = layout
+    size = payload_size(data_type, 1)
+    padded = (size + 7) & ~7
+    packer = struct.Struct(f"{HEADER.format}{codes}{padded - size}x")
+    return _ScalarWire(packer, padded, names, (0,) * len(names))
+
+
+#: Per DBR type, the one-struct encoder of a single element (or None).
+_SCALAR_WIRE = tuple(_scalar_wire(data_type) for data_type in range(_LAST_TYPE + 1))
 _STRING_SIZE = payload_size(ChannelType.STRING, 1)
 
 # --- reads, writes and subscriptions -----------------------------------------
@@ -57,11 +95,25 @@ class _Operation(Command):
 
     @classmethod
     def _checked(cls, data_type: int, data_count: int, p1: int, p2: int, payload: Payload) -> Any:
+        if (
+            type(data_type) is int
+            and type(data_count) is int
+            and type(p1) is int
+            and type(p2) is int
+            and 0 <= data_type <= _LAST_TYPE
+            and 0 <= data_count <= _UINT32
+            and 0 <= p1 <= _UINT32
+            and 0 <= p2 <= _UINT32
+        ):
+            return _new(
+                cls, (cls.ID_INT, len(payload), data_type, data_count, p1, p2, payload, None)
+            )
+        # The slow path: accept IntEnums, or say precisely what is wrong.
         name = cls.ID.name
         data_type = int(_check_data_type(data_type, name))
-        _check_uint(data_count, 32, "data_count", name)
-        _check_uint(p1, 32, cls.FIELDS[2], name)
-        _check_uint(p2, 32, cls.FIELDS[3], name)
+        data_count = _check_uint(data_count, 32, "data_count", name)
+        p1 = _check_uint(p1, 32, cls.FIELDS[2], name)
+        p2 = _check_uint(p2, 32, cls.FIELDS[3], name)
         return cls._build(data_type, data_count, p1, p2, payload)
 
 
@@ -157,7 +209,12 @@ class EventAddRequest(_Operation):
         _check_uint(int(mask), 16, "mask", "EVENT_ADD")
         if not int(mask) & 0xF:
             raise LocalProtocolError(f"EVENT_ADD: mask {mask!r} selects no events")
-        payload = _EVENT_ADD_PAYLOAD.pack(low, high, to, int(mask))
+        try:
+            payload = _EVENT_ADD_PAYLOAD.pack(low, high, to, int(mask))
+        except (struct.error, OverflowError, TypeError) as exc:
+            raise LocalProtocolError(
+                f"EVENT_ADD: low/high/to must be float32 values: {exc}"
+            ) from exc
         return cls._checked(data_type, data_count, sid, subscriptionid, payload)
 
     def _fields(self) -> tuple[float, float, float, int]:
@@ -198,16 +255,52 @@ class _DataCommand(_Operation):
         metadata: object = None,
         data_count: int | None = None,
     ) -> Any:
-        dtype = _check_data_type(data_type, cls.ID.name)
+        if type(data_type) is not int:
+            data_type = int(
+                data_type
+                if type(data_type) is ChannelType
+                else _check_data_type(data_type, cls.ID.name)
+            )
+        if (
+            (type(data) is float or type(data) is int)
+            and 0 <= data_type <= _LAST_TYPE
+            and type(p1) is int
+            and type(p2) is int
+            and (data_count is None or data_count == 1)
+            and (metadata is None or (type(metadata) is dict and "timestamp" not in metadata))
+        ):
+            # The hot path of a server: one number, plain-dict metadata. The
+            # whole message is packed at once and kept for bytes().
+            fast = _SCALAR_WIRE[data_type]
+            if fast is not None:
+                if metadata is None:
+                    args: Any = fast.zeros
+                else:
+                    get = metadata.get
+                    args = [get(name, 0) for name in fast.names]
+                try:
+                    wire = fast.struct.pack(
+                        cls.ID_INT, fast.size, data_type, 1, p1, p2, *args, data
+                    )
+                except (struct.error, OverflowError):
+                    pass  # out of range somewhere: the general path explains
+                else:
+                    header = (cls.ID_INT, fast.size, data_type, 1, p1, p2)
+                    return _new(cls, (*header, wire[16:], wire))
+        if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
+            data_type = int(_check_data_type(data_type, cls.ID.name))
         try:
-            raw, count = encode_dbr(dtype, data, metadata)
+            raw, count = encode_dbr(data_type, data, metadata)
         except (ValueError, TypeError, OverflowError) as exc:
-            raise LocalProtocolError(f"{cls.ID.name}: cannot encode {dtype.name}: {exc}") from exc
+            name = ChannelType(data_type).name
+            raise LocalProtocolError(f"{cls.ID.name}: cannot encode {name}: {exc}") from exc
         if data_count is not None and data_count != count:
             raise LocalProtocolError(
                 f"{cls.ID.name}: data_count={data_count} but the data has {count} elements"
             )
-        return cls._checked(dtype, count, p1, p2, pad_payload(raw))
+        if len(raw) & 7:
+            raw = pad_payload(raw)
+        return cls._checked(data_type, count, p1, p2, raw)
 
     @classmethod
     def from_payload(cls, payload: bytes, data_type: int, data_count: int, p1: int, p2: int) -> Any:
@@ -216,6 +309,13 @@ class _DataCommand(_Operation):
         This is how one monitor update is encoded once and sent to many
         subscribers: only the header differs.
         """
+        if type(data_type) is not int or type(data_count) is not int:
+            data_type = int(_check_data_type(data_type, cls.ID.name))
+            data_count = _check_uint(data_count, 32, "data_count", cls.ID.name)
+        if not 0 <= data_type <= _LAST_TYPE:
+            _check_data_type(data_type, cls.ID.name)
+        if data_count < 0:
+            _check_uint(data_count, 32, "data_count", cls.ID.name)
         if len(payload) < payload_size(data_type, data_count):
             raise LocalProtocolError(
                 f"{cls.ID.name}: {len(payload)} bytes cannot hold {data_count} x DBR {data_type}"
@@ -232,6 +332,28 @@ class _DataCommand(_Operation):
             # padded to 8, not the whole 40-byte field; rsrv accepts that.
             payload = bytes(payload).ljust(_STRING_SIZE, b"\0")
         return decode_dbr(self[2], self[3], payload)
+
+    def to_python(self) -> tuple[Any, dict[str, Any]]:
+        """(value, metadata) as the plain Python objects a client hands on.
+
+        One element comes back as an ``int``, ``float`` or ``str`` (numbers
+        with STS/TIME metadata are decoded without numpy, the fast path);
+        more as a numpy view of the payload, or a list of ``str`` for string
+        types. The metadata dict is :func:`metadata_dict`'s: units and enum
+        states as ``str``, TIME stamps also as POSIX ``timestamp``.
+        """
+        if self[3] == 1:
+            fast = decode_scalar(self[2], self[6])
+            if fast is not None:
+                return fast
+        metadata, values = self.decode()
+        meta = {} if metadata is None else metadata_dict(metadata)
+        if values.dtype.kind == "S":
+            strings = decode_strings(values)
+            return (strings[0] if len(strings) == 1 else strings), meta
+        if len(values) == 1:
+            return values[0].item(), meta
+        return values, meta
 
     @property
     def data(self) -> np.ndarray:
@@ -262,7 +384,7 @@ class ReadNotifyResponse(_DataCommand):
         metadata: object = None,
         data_count: int | None = None,
     ) -> Any:
-        return super().__new__(cls, data, data_type, int(status), ioid, metadata, data_count)
+        return _DataCommand.__new__(cls, data, data_type, int(status), ioid, metadata, data_count)
 
     @property
     def status(self) -> int:
@@ -288,7 +410,7 @@ class EventAddResponse(_DataCommand):
         metadata: object = None,
         data_count: int | None = None,
     ) -> Any:
-        return super().__new__(
+        return _DataCommand.__new__(
             cls, data, data_type, int(status), subscriptionid, metadata, data_count
         )
 
@@ -317,7 +439,7 @@ class WriteRequest(_DataCommand):
         metadata: object = None,
         data_count: int | None = None,
     ) -> Any:
-        return super().__new__(cls, data, data_type, sid, ioid, metadata, data_count)
+        return _DataCommand.__new__(cls, data, data_type, sid, ioid, metadata, data_count)
 
 
 class WriteNotifyRequest(WriteRequest):
@@ -330,7 +452,8 @@ class WriteNotifyRequest(WriteRequest):
 class ErrorResponse(Command):
     """ERROR (11) from a server: a request failed.
 
-    The payload holds the failed request's 16-byte header, then a message.
+    The payload holds the failed request's header as it was sent (24 bytes
+    when it was an extended header, as rsrv copies it), then a message.
     """
 
     __slots__ = ()
@@ -345,15 +468,14 @@ class ErrorResponse(Command):
         _check_uint(cid, 32, "cid", "ERROR")
         _check_uint(int(status), 32, "status", "ERROR")
         if isinstance(original_request, Command):
-            # The ERROR payload carries a plain caHdr: the extended sizes
-            # do not fit, so large requests are reported with the 16-bit
-            # fields saturated, as rsrv does.
-            command, size, data_type, count, p1, p2, _ = original_request
-            header = HEADER.pack(command, min(size, 0xFFFF), data_type, min(count, 0xFFFF), p1, p2)
+            header = original_request.header
         else:
             header = bytes(original_request)
-            if len(header) != HEADER.size:
-                raise LocalProtocolError("ERROR: the original request header must be 16 bytes")
+            extended = len(header) >= 4 and header[2:4] == b"\xff\xff"
+            if len(header) != (EXTENDED_HEADER.size if extended else HEADER.size):
+                raise LocalProtocolError(
+                    "ERROR: the original request header must be 16 bytes (24 if extended)"
+                )
         message = encode_string(error_message, "ERROR: message")
         return cls._build(0, 0, cid, int(status), pad_payload(header + message))
 
@@ -365,9 +487,15 @@ class ErrorResponse(Command):
     @property
     def original_header(self) -> tuple[int, int, int, int, int, int]:
         """The failed request's header fields (command, size, type, count, p1, p2)."""
-        return HEADER.unpack_from(self[6])
+        payload = self[6]
+        command, size, data_type, count, p1, p2 = HEADER.unpack_from(payload)
+        if size == 0xFFFF and len(payload) >= EXTENDED_HEADER.size:
+            size, count = EXTENDED_SIZES.unpack_from(payload, HEADER.size)
+        return command, size, data_type, count, p1, p2
 
     @property
     def error_message(self) -> str:
         """The server's explanation."""
-        return decode_string(self[6][HEADER.size :])
+        payload = self[6]
+        extended = payload[2:4] == b"\xff\xff" and len(payload) >= EXTENDED_HEADER.size
+        return decode_string(payload[EXTENDED_HEADER.size if extended else HEADER.size :])

@@ -5,10 +5,11 @@ count, parameter 1, parameter 2; big-endian) optionally extended by two
 32-bit sizes, followed by a payload padded to a multiple of 8 bytes
 (spec "Message header" and "Large messages").
 
-A command object *is* a tuple of the six header values and the payload
-``(command, payload_size, data_type, data_count, parameter1, parameter2,
-payload)``. Building a tuple is the cheapest immutable object CPython
-offers, which keeps the per-message path lean; each class then names the
+A command object *is* a tuple of the six header values, the payload and
+an optional cache of the encoded message ``(command, payload_size,
+data_type, data_count, parameter1, parameter2, payload, wire)``. A tuple
+is the cheapest immutable object CPython offers, which keeps the
+per-message path lean; each class then names the
 header fields the way the specification does for that command (``sid``,
 ``ioid``, ``cid`` ...).
 
@@ -27,7 +28,9 @@ from (``bytes(command)``), padding included.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 import struct
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -60,16 +63,23 @@ def ipv4_to_int(address: str | int) -> int:
     if isinstance(address, int):
         if not 0 <= address <= _UINT32:
             raise LocalProtocolError(f"IPv4 address {address} is outside 0..2**32-1")
-        return address
+        return int(address)
+    return _dotted_to_int(address)
+
+
+@functools.lru_cache(maxsize=256)
+def _dotted_to_int(address: str) -> int:
+    # A server answers every search with the same few addresses: cache them.
     try:
         return int(ipaddress.IPv4Address(address))
     except ValueError as exc:
         raise LocalProtocolError(f"{address!r} is not an IPv4 address") from exc
 
 
+@functools.lru_cache(maxsize=256)
 def ipv4_from_int(value: int) -> str:
     """The dotted form of a 32-bit wire address."""
-    return str(ipaddress.IPv4Address(value))
+    return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
 def pad_payload(payload: bytes) -> bytes:
@@ -111,7 +121,10 @@ def _check_data_type(data_type: int, command: str) -> ChannelType:
 
 class Command(tuple):  # type: ignore[type-arg,unused-ignore]
     """Base of every CA message: ``(command, payload_size, data_type,
-    data_count, parameter1, parameter2, payload)``.
+    data_count, parameter1, parameter2, payload, wire)``.
+
+    ``wire`` is the whole encoded message when it was built in one go (the
+    scalar fast path), else None; it never takes part in comparisons.
 
     Subclasses set :attr:`ID` (the command number) and :attr:`FIELDS` (the
     names shown by ``repr``). The raw header values stay reachable by their
@@ -121,6 +134,8 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
     __slots__ = ()
 
     ID: ClassVar[CommandId]
+    #: ``ID`` as a plain int, which is what the tuple holds.
+    ID_INT: ClassVar[int]
     #: True for messages a client sends, False for those a server sends.
     REQUEST: ClassVar[bool]
     #: Deprecated requests the core recognises so servers can refuse them.
@@ -134,6 +149,11 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
     parameter1 = property(itemgetter(4), doc="Raw header field 5.")
     parameter2 = property(itemgetter(5), doc="Raw header field 6.")
     payload = property(itemgetter(6), doc="The payload bytes, padding included.")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "ID" in cls.__dict__:
+            cls.ID_INT = int(cls.ID)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Command:
         raise TypeError(f"{cls.__name__} cannot be built directly")  # pragma: no cover
@@ -149,7 +169,17 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
     ) -> Any:
         # Constructors validate their own fields; this only assembles.
         return tuple.__new__(
-            cls, (cls.ID, len(payload), data_type, data_count, parameter1, parameter2, payload)
+            cls,
+            (
+                cls.ID_INT,
+                len(payload),
+                data_type,
+                data_count,
+                parameter1,
+                parameter2,
+                payload,
+                None,
+            ),
         )
 
     @classmethod
@@ -161,16 +191,31 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
         parameter1: int,
         parameter2: int,
         payload: Payload,
+        wire: bytes | None = None,
     ) -> Any:
-        """Build from header values and payload as received (no validation)."""
+        """Build from header values and payload as received (no validation).
+
+        ``wire``, when given, must be the whole message already encoded;
+        ``bytes()`` then returns it as it is.
+        """
         return tuple.__new__(
-            cls, (cls.ID, payload_size, data_type, data_count, parameter1, parameter2, payload)
+            cls,
+            (
+                cls.ID_INT,
+                payload_size,
+                data_type,
+                data_count,
+                parameter1,
+                parameter2,
+                payload,
+                wire,
+            ),
         )
 
     @property
     def header(self) -> bytes:
         """The 16- or 24-byte header as sent on the wire."""
-        command, size, data_type, data_count, p1, p2, _ = self
+        command, size, data_type, data_count, p1, p2 = self[:6]
         if size >= EXTENDED_THRESHOLD or data_count >= EXTENDED_THRESHOLD:
             return EXTENDED_HEADER.pack(command, 0xFFFF, data_type, 0, p1, p2, size, data_count)
         return HEADER.pack(command, size, data_type, data_count, p1, p2)
@@ -180,7 +225,9 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
         return self.header, self[6]
 
     def __bytes__(self) -> bytes:
-        command, size, data_type, data_count, p1, p2, payload = self
+        command, size, data_type, data_count, p1, p2, payload, wire = self
+        if wire is not None:
+            return wire  # encoded in one go when it was built
         if size >= EXTENDED_THRESHOLD or data_count >= EXTENDED_THRESHOLD:
             header = EXTENDED_HEADER.pack(command, 0xFFFF, data_type, 0, p1, p2, size, data_count)
         else:
@@ -193,7 +240,8 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
         return (24 if extended else 16) + size
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and tuple.__eq__(self, other)
+        # The cached wire bytes (item 7) are derived; compare the rest.
+        return type(self) is type(other) and self[:7] == other[:7]
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
@@ -206,12 +254,17 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
         return f"{type(self).__name__}({fields})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), tuple(self[1:6]), bytes(self[6])))
+        return (_rebuild, (type(self), tuple(self[1:6]), bytes(self[6]), self[7]))
 
 
-def _rebuild(cls: type[Command], header: tuple[int, int, int, int, int], payload: bytes) -> Command:
+def _rebuild(
+    cls: type[Command],
+    header: tuple[int, int, int, int, int],
+    payload: bytes,
+    wire: bytes | None = None,
+) -> Command:
     size, data_type, data_count, p1, p2 = header
-    return cls.from_wire(size, data_type, data_count, p1, p2, payload)  # type: ignore[no-any-return,unused-ignore]
+    return cls.from_wire(size, data_type, data_count, p1, p2, payload, wire)  # type: ignore[no-any-return,unused-ignore]
 
 
 def _eca(code: int) -> int:
