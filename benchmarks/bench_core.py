@@ -204,17 +204,15 @@ def caioc_array_buffers(ioid: int, values: np.ndarray) -> tuple[Any, ...]:
 
 
 def caioc_data_view(cmd: Any, ident: int) -> tuple[Any, ...]:
-    """What a client takes from a READ_NOTIFY / EVENT_ADD response."""
-    meta, values = cmd.decode()
-    if meta is None:  # plain DBR_DOUBLE array
-        return (ident, len(values), float(values[0]), float(values[-1]))
-    return (
-        ident,
-        float(values[0]),
-        int(meta["status"]),
-        int(meta["severity"]),
-        epics_to_posix(meta["secondsSinceEpoch"], meta["nanoseconds"]),
-    )
+    """What a client takes from a READ_NOTIFY / EVENT_ADD response.
+
+    ``to_python()`` is the decode a client library uses: plain Python
+    values for one element, a numpy view for arrays.
+    """
+    value, meta = cmd.to_python()
+    if not meta:  # plain DBR_DOUBLE array
+        return (ident, len(value), float(value[0]), float(value[-1]))
+    return (ident, value, meta["status"], meta["severity"], meta["timestamp"])
 
 
 def caioc_read_view(cmd: Any) -> tuple[Any, ...]:

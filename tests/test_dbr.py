@@ -289,7 +289,7 @@ def test_round_trip_every_type(data_type: ChannelType, count: int) -> None:
     payload, n = encode_dbr(data_type, values, md)
     assert n == count
     assert len(payload) == payload_size(data_type, count)
-    meta, decoded = decode_dbr(data_type, count, payload + bytes(7))  # CA padding ignored
+    meta, decoded = decode_dbr(data_type, count, bytes(payload) + bytes(7))  # CA padding ignored
     assert decoded.dtype == VALUE_DTYPES[data_type]
     assert decoded.shape == (count,)
     if VALUE_DTYPES[data_type].kind == "S":

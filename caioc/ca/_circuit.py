@@ -51,7 +51,7 @@ from ._constants import (
     Role,
     SubscriptionMask,
 )
-from ._dbr import ChannelType, payload_size
+from ._dbr import METADATA_SIZES, VALUE_SIZES, ChannelType
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._framing import NEED_DATA, StreamParser, _NeedData
 from ._state import CHANNEL_TRANSITIONS, CIRCUIT_TRANSITIONS, ChannelState, CircuitState
@@ -339,7 +339,9 @@ class VirtualCircuit:
             # The server confirms EVENT_CANCEL with an empty EVENT_ADD.
             command = EventCancelResponse.from_wire(*command[1:7])
             cls = EventCancelResponse
-        elif cls is EventAddResponse and command[1] < payload_size(command[2], command[3]):
+        elif cls is EventAddResponse and command[1] < (
+            METADATA_SIZES[command[2]] + command[3] * VALUE_SIZES[command[2]]
+        ):
             # Too short for its type and count, and not a confirmation either
             # (the parser lets such messages through for the circuit to judge).
             raise _error(

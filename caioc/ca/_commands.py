@@ -87,6 +87,10 @@ __all__ = [
 ]
 
 _SEARCH_RESPONSE_PAYLOAD = struct.Struct(">H6x")
+_UINT32 = 0xFFFFFFFF
+_SEARCH_PAYLOADS = {
+    CA_MINOR_PROTOCOL_REVISION: _SEARCH_RESPONSE_PAYLOAD.pack(CA_MINOR_PROTOCOL_REVISION)
+}
 
 
 # --- commands without payload or with a plain header -----------------------
@@ -118,9 +122,17 @@ class VersionRequest(Command):
         cls, priority: int = 0, version: int = CA_MINOR_PROTOCOL_REVISION, sequence_id: int = 0
     ) -> Any:
         # Over TCP this is a priority 0-99; over UDP libca puts a flag here.
-        _check_uint(priority, 16, "priority", "VERSION")
-        _check_uint(version, 16, "version", "VERSION")
-        _check_uint(sequence_id, 32, "sequence_id", "VERSION")
+        if not (
+            type(priority) is int
+            and type(version) is int
+            and type(sequence_id) is int
+            and 0 <= priority <= 0xFFFF
+            and 0 <= version <= 0xFFFF
+            and 0 <= sequence_id <= _UINT32
+        ):
+            priority = _check_uint(priority, 16, "priority", "VERSION")
+            version = _check_uint(version, 16, "version", "VERSION")
+            sequence_id = _check_uint(sequence_id, 32, "sequence_id", "VERSION")
         return cls._build(priority, version, sequence_id)
 
 
@@ -190,10 +202,12 @@ class SearchRequest(Command):
         version: int = CA_MINOR_PROTOCOL_REVISION,
         reply: int = SearchReply.DONT_REPLY,
     ) -> Any:
-        if reply not in (SearchReply.DO_REPLY, SearchReply.DONT_REPLY):
+        if reply != 5 and reply != 10:  # SearchReply.DONT_REPLY, DO_REPLY
             raise LocalProtocolError(f"SEARCH: reply flag must be 5 or 10, not {reply}")
-        _check_uint(cid, 32, "cid", "SEARCH")
-        _check_uint(version, 16, "version", "SEARCH")
+        if not (type(cid) is int and type(version) is int and 0 <= cid <= _UINT32):
+            cid = _check_uint(cid, 32, "cid", "SEARCH")
+        if not 0 <= version <= 0xFFFF:
+            _check_uint(version, 16, "version", "SEARCH")
         if not name:
             raise LocalProtocolError("SEARCH: the PV name is empty")
         return cls._build(reply, version, cid, cid, encode_string(name, "SEARCH: PV name"))
@@ -221,10 +235,17 @@ class SearchResponse(Command):
         cid: int,
         version: int = CA_MINOR_PROTOCOL_REVISION,
     ) -> Any:
-        _check_uint(port, 16, "port", "SEARCH response")
-        _check_uint(cid, 32, "cid", "SEARCH response")
-        _check_uint(version, 16, "version", "SEARCH response")
-        payload = _SEARCH_RESPONSE_PAYLOAD.pack(version)
+        if not (
+            type(port) is int
+            and type(cid) is int
+            and 0 <= port <= 0xFFFF
+            and 0 <= cid <= _UINT32
+            and version in _SEARCH_PAYLOADS
+        ):
+            _check_uint(port, 16, "port", "SEARCH response")
+            _check_uint(cid, 32, "cid", "SEARCH response")
+            _check_uint(version, 16, "version", "SEARCH response")
+        payload = _SEARCH_PAYLOADS.get(version) or _SEARCH_RESPONSE_PAYLOAD.pack(version)
         return cls._build(port, 0, ipv4_to_int(ip), cid, payload)
 
     @property

@@ -54,6 +54,7 @@ __all__ = [
     "METADATA_SIZES",
     "NATIVE_TYPES",
     "VALUE_DTYPES",
+    "VALUE_SIZES",
     "ChannelType",
     "DbrClass",
     "DbrEncodeError",
@@ -327,6 +328,8 @@ METADATA_DTYPES: tuple[np.dtype | None, ...] = tuple(i.meta_dtype for i in _INFO
 VALUE_DTYPES: tuple[np.dtype, ...] = tuple(i.value_dtype for i in _INFO)
 #: Per DBR type: bytes before the first value (C ``dbr_value_offset``).
 METADATA_SIZES: tuple[int, ...] = tuple(i.meta_size for i in _INFO)
+#: Per DBR type: bytes of one value element (C ``dbr_value_size``).
+VALUE_SIZES: tuple[int, ...] = tuple(i.value_size for i in _INFO)
 #: Per DBR type: the plain type 0-6 whose values it carries. The special
 #: types map to the plain type of the same value layout: PUT_ACKT/PUT_ACKS
 #: (C ``epicsUInt16``) to ENUM, STSACK_STRING/CLASS_NAME to STRING.
@@ -661,7 +664,13 @@ def _encode_strings(values: object, encoding: str) -> tuple[bytes, int]:
     return b"".join(out), len(out)
 
 
-def _encode_numbers(info: _Info, values: object, encoding: str) -> tuple[bytes, int]:
+def _as_payload(arr: np.ndarray) -> memoryview:
+    # The converted array is private to the message, so a byte view of it
+    # is the payload: no second copy into a bytes object.
+    return memoryview(arr).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
+
+
+def _encode_numbers(info: _Info, values: object, encoding: str) -> tuple[bytes | memoryview, int]:
     target = info.value_dtype
     if isinstance(values, (bytes, bytearray, memoryview)) and target.itemsize == 1:
         arr = np.frombuffer(bytes(values), dtype=np.uint8)
@@ -686,10 +695,8 @@ def _encode_numbers(info: _Info, values: object, encoding: str) -> tuple[bytes, 
     if target.kind == "f":
         if kind not in "biuf":
             raise DbrEncodeError(f"cannot store {arr.dtype} values as {target}")
-        if arr.dtype == target:
-            return arr.tobytes(), int(arr.size)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow: inf
-            return arr.astype(target).tobytes(), int(arr.size)
+            return _as_payload(arr.astype(target)), int(arr.size)
     if kind not in "biu":
         raise DbrEncodeError(
             f"cannot store {arr.dtype} values as {target} "
@@ -699,13 +706,16 @@ def _encode_numbers(info: _Info, values: object, encoding: str) -> tuple[bytes, 
         lo, hi = np.iinfo(target).min, np.iinfo(target).max
         if arr.min() < lo or arr.max() > hi:
             raise DbrEncodeError(f"values outside [{lo}, {hi}] of {target}")
-    return arr.astype(target, copy=False).tobytes(), int(arr.size)
+    return _as_payload(arr.astype(target)), int(arr.size)
 
 
 def encode_dbr(
     data_type: int, values: object, metadata: object = None, *, encoding: str = "utf-8"
-) -> tuple[bytes, int]:
+) -> tuple[bytes | memoryview, int]:
     """(unpadded payload bytes, element count) for ``values`` of ``data_type``.
+
+    Arrays without metadata come back as a byte ``memoryview`` of a private
+    big-endian copy, so sending them costs no further copy.
 
     ``values`` is a scalar, a sequence or a numpy array of the type's value
     (no EPICS conversion is done here: integers must fit the integer type,
@@ -745,11 +755,12 @@ def encode_dbr(
             return head + vs.pack(values), 1
         except (struct.error, OverflowError):
             pass  # the general path gives the precise error (or float32 inf)
+    body: bytes | memoryview
     if info.is_string:
         body, count = _encode_strings(values, encoding)
     else:
         body, count = _encode_numbers(info, values, encoding)
-    return head + body, count
+    return (head + body if head else body), count
 
 
 # --------------------------------------------------------------------------

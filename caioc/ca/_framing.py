@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+import numpy as np
+
 from ._commands import (
     DATA_CLASSES,
     OBSOLETE_COMMANDS,
@@ -25,7 +27,7 @@ from ._commands import (
     EventAddRequest,
 )
 from ._constants import DEFAULT_MAX_ARRAY_BYTES, CommandId, Role
-from ._dbr import METADATA_SIZES, VALUE_DTYPES, ChannelType
+from ._dbr import METADATA_SIZES, VALUE_SIZES, ChannelType
 from ._errors import RemoteProtocolError
 from ._wire import EXTENDED_SIZES, HEADER, Command
 
@@ -95,7 +97,7 @@ def _check_data(cls: type[Command], size: int, data_type: int, data_count: int) 
         raise RemoteProtocolError(
             f"received {_describe(cls.ID)} with data type {data_type}: DBR types are 0-38"
         )
-    needed = _META_SIZES[data_type] + data_count * _VALUE_SIZES[data_type]
+    needed = METADATA_SIZES[data_type] + data_count * VALUE_SIZES[data_type]
     if size < needed:
         if size == 0 and cls.ID == CommandId.EVENT_ADD:
             # Maybe the server's confirmation of EVENT_CANCEL, which echoes
@@ -119,8 +121,6 @@ def _check_minimum(cls: type[Command], size: int, data_type: int, data_count: in
         )
 
 
-_META_SIZES = METADATA_SIZES
-_VALUE_SIZES = tuple(dtype.itemsize for dtype in VALUE_DTYPES)
 _MINIMUM_PAYLOADS: dict[type[Command], int] = {EventAddRequest: 16, ErrorResponse: HEADER.size}
 _MINIMUM_WHY = {
     EventAddRequest: "the mon_info block: deadbands and the event mask",
@@ -169,7 +169,7 @@ class StreamParser:
         self._buffer = b""
         self._view = memoryview(self._buffer)
         self._offset = 0
-        self._large: bytearray | None = None
+        self._large: memoryview | None = None
         self._large_fill = 0
         # (class, header values, header bytes, canonical?) of a large message
         self._large_header: tuple[type[Command], tuple[int, ...], bytes, bool] | None = None
@@ -291,7 +291,9 @@ class StreamParser:
         start: int,
         canonical: bool,
     ) -> None:
-        large = bytearray(header[1])
+        # Uninitialised memory: every byte is about to be overwritten, so
+        # zero-filling it first would be a wasted pass over the payload.
+        large = memoryview(np.empty(header[1], dtype=np.uint8))  # type: ignore[arg-type]
         have = self._view[start:]
         large[: len(have)] = have
         self._large = large
@@ -312,8 +314,8 @@ class StreamParser:
         self._large_fill = 0
         # The buffer now belongs to the command alone; the view is read-only
         # so nobody mutates a payload another holder still sees.
-        payload = memoryview(large).toreadonly()
-        wire = None if canonical else raw_header + bytes(large)
+        payload = large.toreadonly()
+        wire = None if canonical else raw_header + large.tobytes()
         return _new(cls, (*header, payload, wire))
 
 

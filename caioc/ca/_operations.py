@@ -15,6 +15,8 @@ import numpy as np
 
 from ._constants import ECA, CommandId, SubscriptionMask
 from ._dbr import (
+    METADATA_SIZES,
+    VALUE_SIZES,
     ChannelType,
     decode_dbr,
     decode_scalar,
@@ -26,6 +28,7 @@ from ._dbr import (
 )
 from ._errors import LocalProtocolError
 from ._wire import (
+    _ENCODE_AT_ONCE,
     EXTENDED_HEADER,
     EXTENDED_SIZES,
     HEADER,
@@ -56,6 +59,7 @@ __all__ = [
 _EVENT_ADD_PAYLOAD = struct.Struct(">fffHxx")
 _LAST_TYPE = max(ChannelType)
 _new = tuple.__new__
+_pack_header = HEADER.pack
 _UINT32 = 0xFFFFFFFF
 
 
@@ -303,25 +307,38 @@ class _DataCommand(_Operation):
         return cls._checked(data_type, count, p1, p2, raw)
 
     @classmethod
-    def from_payload(cls, payload: bytes, data_type: int, data_count: int, p1: int, p2: int) -> Any:
+    @classmethod
+    def from_payload(
+        cls, payload: bytes | memoryview, data_type: int, data_count: int, p1: int, p2: int
+    ) -> Any:
         """Reuse an already encoded (unpadded or padded) DBR payload.
 
         This is how one monitor update is encoded once and sent to many
         subscribers: only the header differs.
         """
-        if type(data_type) is not int or type(data_count) is not int:
+        if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
             data_type = int(_check_data_type(data_type, cls.ID.name))
+        if type(data_count) is not int or not 0 <= data_count <= _UINT32:
             data_count = _check_uint(data_count, 32, "data_count", cls.ID.name)
-        if not 0 <= data_type <= _LAST_TYPE:
-            _check_data_type(data_type, cls.ID.name)
-        if data_count < 0:
-            _check_uint(data_count, 32, "data_count", cls.ID.name)
-        if len(payload) < payload_size(data_type, data_count):
+        size = len(payload)
+        if size < METADATA_SIZES[data_type] + data_count * VALUE_SIZES[data_type]:
             raise LocalProtocolError(
-                f"{cls.ID.name}: {len(payload)} bytes cannot hold {data_count} x DBR {data_type}"
+                f"{cls.ID.name}: {size} bytes cannot hold {data_count} x DBR {data_type}"
             )
-        if len(payload) & 7:
+        if size & 7:
             payload = pad_payload(payload)
+            size = len(payload)
+        if (
+            size < _ENCODE_AT_ONCE
+            and data_count < 0xFFFF
+            and type(p1) is int
+            and type(p2) is int
+            and 0 <= p1 <= _UINT32
+            and 0 <= p2 <= _UINT32
+        ):
+            # Fan-out: the header is all that differs per subscriber.
+            header = (cls.ID_INT, size, data_type, data_count, p1, p2)
+            return _new(cls, (*header, payload, _pack_header(*header) + payload))
         return cls._checked(data_type, data_count, p1, p2, payload)
 
     def decode(self) -> tuple[np.ndarray | None, np.ndarray]:

@@ -43,6 +43,7 @@ __all__ = ["ADDRESS_FROM_SENDER", "Command", "ipv4_from_int", "ipv4_to_int"]
 
 HEADER = struct.Struct(">HHHHII")
 EXTENDED_HEADER = struct.Struct(">HHHHIIII")
+_pack_header = HEADER.pack
 EXTENDED_SIZES = struct.Struct(">II")
 #: Header fields at or above this value need the extended header.
 EXTENDED_THRESHOLD = 0xFFFF
@@ -58,8 +59,15 @@ ADDRESS_FROM_SENDER = _UINT32
 Payload = bytes | memoryview
 
 
+_BOUNDS = {1: 2, 16: 1 << 16, 32: 1 << 32}
+#: Commands with smaller payloads are encoded as they are built.
+_ENCODE_AT_ONCE = 1024
+
+
 def ipv4_to_int(address: str | int) -> int:
     """A dotted IPv4 address (or an int already) as the 32-bit wire value."""
+    if type(address) is str:
+        return _dotted_to_int(address)
     if isinstance(address, int):
         if not 0 <= address <= _UINT32:
             raise LocalProtocolError(f"IPv4 address {address} is outside 0..2**32-1")
@@ -82,29 +90,31 @@ def ipv4_from_int(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
-def pad_payload(payload: bytes) -> bytes:
+def pad_payload(payload: bytes | memoryview) -> bytes:
     """``payload`` zero-padded to a multiple of 8 bytes, as CA requires."""
-    return payload + _ZERO_PAD[len(payload) & 7]
+    return b"".join((payload, _ZERO_PAD[len(payload) & 7]))
+
+
+#: The terminating NUL and the zero padding after a string of n bytes.
+_NUL_PAD = tuple(b"\0" * (1 + (-(n + 1) & 7)) for n in range(8))
 
 
 def encode_string(text: str | bytes, what: str) -> bytes:
     """A NUL-terminated string payload, padded to 8 bytes."""
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
     if b"\0" in raw:
         raise LocalProtocolError(f"{what} {text!r} contains a NUL byte")
-    return pad_payload(raw + b"\0")
+    return raw + _NUL_PAD[len(raw) & 7]
 
 
 def decode_string(payload: Payload) -> str:
     """The text of a NUL-terminated (and padded) string payload."""
-    raw = bytes(payload)
-    end = raw.find(b"\0")
-    if end >= 0:
-        raw = raw[:end]
-    return raw.decode("utf-8", "surrogateescape")
+    return bytes(payload).partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
 def _check_uint(value: int, bits: int, name: str, command: str) -> int:
+    if type(value) is int and 0 <= value < _BOUNDS[bits]:
+        return value  # the common case, before any isinstance work
     if not isinstance(value, int) or (isinstance(value, bool) and bits != 1):
         raise LocalProtocolError(f"{command}: {name} must be an int, not {value!r}")
     if not 0 <= value < (1 << bits):
@@ -167,20 +177,16 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
         parameter2: int = 0,
         payload: Payload = b"",
     ) -> Any:
-        # Constructors validate their own fields; this only assembles.
-        return tuple.__new__(
-            cls,
-            (
-                cls.ID_INT,
-                len(payload),
-                data_type,
-                data_count,
-                parameter1,
-                parameter2,
-                payload,
-                None,
-            ),
-        )
+        # Constructors validate their own fields; this only assembles. A
+        # command is built to be sent, so small ones are encoded right away
+        # (item 7); large payloads are not duplicated and encode on demand.
+        size = len(payload)
+        wire = None
+        if size < _ENCODE_AT_ONCE and data_count < EXTENDED_THRESHOLD:
+            header = _pack_header(cls.ID_INT, size, data_type, data_count, parameter1, parameter2)
+            wire = header + payload if size else header
+        header_values = (cls.ID_INT, size, data_type, data_count, parameter1, parameter2)
+        return tuple.__new__(cls, (*header_values, payload, wire))
 
     @classmethod
     def from_wire(
