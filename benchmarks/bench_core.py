@@ -70,7 +70,6 @@ from caioc.ca import (
     VersionRequest,
     VersionResponse,
     encode_dbr,
-    epics_to_posix,
     parse_datagram,
 )
 
