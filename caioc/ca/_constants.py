@@ -228,7 +228,7 @@ class ECA(enum.IntEnum):
         _ERROR,
         "The request was ignored because the specified channel is disconnected",
     )
-    BADTYPE = (14, _ERROR, "The data type specifed is invalid")
+    BADTYPE = (14, _ERROR, "The data type specified is invalid")
     CHIDNOTFND = (15, _INFO, "Remote Channel not found")
     CHIDRETRY = (16, _INFO, "Unable to locate all user specified channels")
     INTERNAL = (17, _FATAL, "Channel Access Internal Failure")
@@ -247,12 +247,12 @@ class ECA(enum.IntEnum):
     BADMONID = (30, _ERROR, "Bad event subscription (monitor) identifier")
     NEWADDR = (31, _WARNING, "Remote channel has new network address")
     NEWCONN = (32, _INFO, "New or resumed network connection")
-    NOCACTX = (33, _WARNING, "Specified task isnt a member of a CA context")
+    NOCACTX = (33, _WARNING, "Specified task isn't a member of a CA context")
     DEFUNCT = (34, _FATAL, "Attempt to use defunct CA feature failed")
     EMPTYSTR = (35, _WARNING, "The supplied string is empty")
     NOREPEATER = (36, _WARNING, "Unable to spawn the CA repeater thread- auto reconnect will fail")
     NOCHANMSG = (37, _WARNING, "No channel id match for search reply- search reply ignored")
-    DLCKREST = (38, _WARNING, "Reseting dead connection- will try to reconnect")
+    DLCKREST = (38, _WARNING, "Resetting dead connection- will try to reconnect")
     SERVBEHIND = (
         39,
         _WARNING,
