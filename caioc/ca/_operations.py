@@ -37,6 +37,7 @@ from ._wire import (
     _check_data_type,
     _check_uint,
     _eca,
+    _plain_int,
     decode_string,
     encode_string,
     pad_payload,
@@ -316,6 +317,7 @@ class _DataCommand(_Operation):
         This is how one monitor update is encoded once and sent to many
         subscribers: only the header differs.
         """
+        data_type, p1, p2 = _plain_int(data_type), _plain_int(p1), _plain_int(p2)
         if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
             data_type = int(_check_data_type(data_type, cls.ID.name))
         if type(data_count) is not int or not 0 <= data_count <= _UINT32:

@@ -112,6 +112,13 @@ def decode_string(payload: Payload) -> str:
     return bytes(payload).partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
+def _plain_int(value: Any) -> Any:
+    """An IntEnum member (ECA, ChannelType ...) as its int; anything else as is."""
+    if type(value) is not int and isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 def _check_uint(value: int, bits: int, name: str, command: str) -> int:
     if type(value) is int and 0 <= value < _BOUNDS[bits]:
         return value  # the common case, before any isinstance work
@@ -123,6 +130,8 @@ def _check_uint(value: int, bits: int, name: str, command: str) -> int:
 
 
 def _check_data_type(data_type: int, command: str) -> ChannelType:
+    if type(data_type) is ChannelType:
+        return data_type
     try:
         return ChannelType(data_type)
     except ValueError:
