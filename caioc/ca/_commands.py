@@ -36,7 +36,9 @@ from ._operations import (
     WriteRequest,
 )
 from ._wire import (
+    _NUL_PAD,
     ADDRESS_FROM_SENDER,
+    HEADER,
     Command,
     _check_data_type,
     _check_uint,
@@ -88,6 +90,8 @@ __all__ = [
 
 _SEARCH_RESPONSE_PAYLOAD = struct.Struct(">H6x")
 _UINT32 = 0xFFFFFFFF
+_new = tuple.__new__
+_pack_header = HEADER.pack
 _SEARCH_PAYLOADS = {
     CA_MINOR_PROTOCOL_REVISION: _SEARCH_RESPONSE_PAYLOAD.pack(CA_MINOR_PROTOCOL_REVISION)
 }
@@ -202,6 +206,20 @@ class SearchRequest(Command):
         version: int = CA_MINOR_PROTOCOL_REVISION,
         reply: int = SearchReply.DONT_REPLY,
     ) -> Any:
+        if (
+            type(name) is str
+            and type(cid) is int
+            and type(version) is int
+            and 0 <= cid <= _UINT32
+            and 0 <= version <= 0xFFFF
+            and (reply == 5 or reply == 10)
+        ):
+            # The search storm path: a client may send thousands at once.
+            raw = name.encode("utf-8", "surrogateescape")
+            if raw and len(raw) < 1000 and b"\0" not in raw:
+                payload = raw + _NUL_PAD[len(raw) & 7]
+                header = (6, len(payload), int(reply), version, cid, cid)
+                return _new(cls, (*header, payload, _pack_header(*header) + payload))
         if reply != 5 and reply != 10:  # SearchReply.DONT_REPLY, DO_REPLY
             raise LocalProtocolError(f"SEARCH: reply flag must be 5 or 10, not {reply}")
         if not (type(cid) is int and type(version) is int and 0 <= cid <= _UINT32):
