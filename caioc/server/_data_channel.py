@@ -1,0 +1,626 @@
+"""The channel data base class: see :mod:`caioc.server._data` for the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..ca import (
+    DBR_CLASSES,
+    ECA,
+    NATIVE_TYPES,
+    VALUE_DTYPES,
+    AccessRights,
+    AlarmSeverity,
+    AlarmStatus,
+    ChannelType,
+    DbrClass,
+    DbrError,
+    SubscriptionMask,
+    decode_dbr,
+    decode_scalar,
+    decode_strings,
+    encode_dbr,
+    epics_to_posix,
+    payload_size,
+)
+from ..ca._convert import (
+    ILLEGAL_ENUM_STRING,
+    ConversionError,
+    convert_scalar,
+    convert_values,
+    fit_count,
+    resolve_count,
+)
+from ._data_support import (
+    LIMIT_NAMES,
+    ZERO_VALUES,
+    ChannelError,
+    ChannelValueError,
+    Metadata,
+    PutHook,
+    Subscription,
+    alarm_pair,
+    as_limit,
+    as_optional_limit,
+    as_precision,
+    as_record_type,
+    as_short,
+    as_units,
+    epics_stamp,
+    limit_alarm,
+    limit_as,
+    looks_like_array,
+    python_to_native,
+    string_as_enum,
+)
+
+__all__ = ["ChannelData"]
+
+_STRING, _SHORT, _FLOAT, _ENUM, _CHAR, _LONG, _DOUBLE = range(7)
+_NUMBERS = frozenset((_SHORT, _FLOAT, _CHAR, _LONG, _DOUBLE))
+_LAST_TYPE = ChannelType.CLASS_NAME
+_WRITE_ONLY = (ChannelType.PUT_ACKT, ChannelType.PUT_ACKS)
+_READ_ONLY = (ChannelType.STSACK_STRING, ChannelType.CLASS_NAME)
+#: Encoded replies kept per channel until its value or metadata changes.
+_CACHE_SIZE = 32
+_UPDATE = SubscriptionMask.VALUE | SubscriptionMask.LOG
+
+
+class ChannelData:
+    """The value, alarm, timestamp and metadata behind one PV (abstract).
+
+    Keyword arguments of every subclass: ``value`` (a scalar, or a sequence
+    or numpy array for an array channel), ``max_length`` (default 1, or the
+    length of an array value: a channel is an array when it is above 1),
+    ``units``, ``precision`` (None: PREC 0, 6 digits as DBR_STRING),
+    ``upper_disp_limit``/``lower_disp_limit`` and ``upper_ctrl_limit``/
+    ``lower_ctrl_limit`` (default 0), the alarm limits ``upper_alarm_limit``
+    (HIHI), ``upper_warning_limit`` (HIGH), ``lower_warning_limit`` (LOW),
+    ``lower_alarm_limit`` (LOLO) (None: not set), ``read_only``,
+    ``alarm_status``/``alarm_severity`` (None: computed from the value),
+    ``timestamp`` (POSIX seconds, None: now), ``put_hook``, ``record_type``
+    (what DBR_CLASS_NAME reads) and ``encoding`` of strings.
+
+    ``value`` is a Python ``float``/``int``/``str`` for a scalar channel, a
+    read-only big-endian numpy array (a tuple of ``str`` for strings) for
+    an array channel.
+    """
+
+    #: The DBR type of the value (CREATE_CHAN reply).
+    native_type: ClassVar[ChannelType]
+    #: What an enum index without a state string reads as (bi/bo's text).
+    illegal_enum: ClassVar[str | None] = ILLEGAL_ENUM_STRING
+
+    units = Metadata(as_units, "Engineering units (EGU), at most 7 bytes.")
+    precision = Metadata(as_precision, "Display precision (PREC) or None.")
+    upper_disp_limit = Metadata(as_limit, "HOPR.")
+    lower_disp_limit = Metadata(as_limit, "LOPR.")
+    upper_alarm_limit = Metadata(as_optional_limit, "HIHI (MAJOR) or None.")
+    upper_warning_limit = Metadata(as_optional_limit, "HIGH (MINOR) or None.")
+    lower_warning_limit = Metadata(as_optional_limit, "LOW (MINOR) or None.")
+    lower_alarm_limit = Metadata(as_optional_limit, "LOLO (MAJOR) or None.")
+    upper_ctrl_limit = Metadata(as_limit, "DRVH: scalar puts are clamped below it.")
+    lower_ctrl_limit = Metadata(as_limit, "DRVL: scalar puts are clamped above it.")
+    record_type = Metadata(as_record_type, "What a DBR_CLASS_NAME read answers.")
+
+    def __init__(
+        self,
+        *,
+        value: Any = None,
+        max_length: int | None = None,
+        units: str = "",
+        precision: int | None = None,
+        upper_disp_limit: float = 0.0,
+        lower_disp_limit: float = 0.0,
+        upper_alarm_limit: float | None = None,
+        upper_warning_limit: float | None = None,
+        lower_warning_limit: float | None = None,
+        lower_alarm_limit: float | None = None,
+        upper_ctrl_limit: float = 0.0,
+        lower_ctrl_limit: float = 0.0,
+        read_only: bool = False,
+        alarm_status: AlarmStatus | int | None = None,
+        alarm_severity: AlarmSeverity | int | None = None,
+        timestamp: float | None = None,
+        put_hook: PutHook | None = None,
+        record_type: str = "caioc",
+        encoding: str = "utf-8",
+    ) -> None:
+        if type(self) is ChannelData or not hasattr(self, "native_type"):
+            raise TypeError("ChannelData is abstract: use ChannelDouble, ChannelEnum ...")
+        self._cache: dict[tuple[int, int], tuple[bytes | memoryview, int]] = {}
+        self._groups: dict[tuple[int, int, bool], dict[int, Subscription]] = {}
+        self._group_of: dict[int, tuple[int, int, bool]] = {}
+        self._write_lock: asyncio.Lock | None = None
+        #: Text encoding of DBR strings, units and enum strings.
+        self.encoding = encoding
+        self.units = units
+        self.precision = precision
+        self.upper_disp_limit = upper_disp_limit
+        self.lower_disp_limit = lower_disp_limit
+        self.upper_alarm_limit = upper_alarm_limit
+        self.upper_warning_limit = upper_warning_limit
+        self.lower_warning_limit = lower_warning_limit
+        self.lower_alarm_limit = lower_alarm_limit
+        self.upper_ctrl_limit = upper_ctrl_limit
+        self.lower_ctrl_limit = lower_ctrl_limit
+        self.record_type = record_type
+        #: True: clients may only read (access rights READ, puts refused).
+        self.read_only = bool(read_only)
+        #: Called with each client put before it is stored (see the module doc).
+        self.put_hook = put_hook
+
+        is_array = looks_like_array(value, self.native_type)
+        native = self._native(value) if value is not None else None
+        if max_length is None:
+            max_length = len(native) if native is not None and is_array else 1
+        if int(max_length) < 1:
+            raise ValueError("max_length must be at least 1 (give it for an empty array)")
+        #: Most elements the value may have (CREATE_CHAN reply count).
+        self.max_length = int(max_length)
+        self._scalar = self.max_length == 1
+        if native is None:
+            native = python_to_native(
+                [] if not self._scalar else ZERO_VALUES[self.native_type], self.native_type
+            )
+        self._value: Any = self._from_native(native, strict=True)
+        if alarm_status is None and alarm_severity is None:
+            status, severity = self._alarm_for(self._value)
+        else:
+            status, severity = alarm_pair(alarm_status, alarm_severity)
+        self._status, self._severity = status, severity
+        self._ackt = 1  # dbCommon's ACKT default: transient alarms need acknowledging
+        self._acks = int(severity)
+        self._stamp = epics_stamp(timestamp)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def value(self) -> Any:
+        """The current value (scalar, or read-only array / tuple of str)."""
+        return self._value
+
+    @property
+    def length(self) -> int:
+        """The current element count."""
+        return 1 if self._scalar else len(self._value)
+
+    @property
+    def timestamp(self) -> float:
+        """Time of the current value, POSIX seconds."""
+        return epics_to_posix(*self._stamp)
+
+    @property
+    def alarm_status(self) -> AlarmStatus:
+        """The alarm condition (STAT)."""
+        return self._status
+
+    @property
+    def alarm_severity(self) -> AlarmSeverity:
+        """The alarm severity (SEVR)."""
+        return self._severity
+
+    @property
+    def ackt(self) -> int:
+        """ACKT: 1 (default) if an alarm needs acknowledging even once it cleared.
+
+        A DBR_PUT_ACKT write sets it. While it is 0, ACKS follows the severity.
+        """
+        return self._ackt
+
+    @property
+    def acks(self) -> int:
+        """ACKS: highest unacknowledged alarm severity (DBR_PUT_ACKS acknowledges)."""
+        return self._acks
+
+    @property
+    def subscription_count(self) -> int:
+        """How many subscriptions this channel feeds."""
+        return len(self._group_of)
+
+    def access_rights(self, host: str, user: str) -> AccessRights:
+        """READ_WRITE, or READ for a ``read_only`` channel."""
+        return AccessRights.READ if self.read_only else AccessRights.READ_WRITE
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(value={self._value!r}, max_length={self.max_length}, "
+            f"alarm=({self._status.name}, {self._severity.name}))"
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    async def read(
+        self, data_type: int, data_count: int, client_version: int
+    ) -> tuple[bytes | memoryview, int]:
+        """(payload, count) of the value as ``data_type``: see :meth:`encode`.
+
+        Subclasses may override this to refresh the value first.
+        """
+        return self.encode(data_type, data_count, client_version)
+
+    def encode(
+        self, data_type: int, data_count: int, client_version: int
+    ) -> tuple[bytes | memoryview, int]:
+        """The value and its metadata as ``data_type``, ``data_count`` elements.
+
+        The count is ``resolve_count``'s (0 from a version >= 13 client: the
+        current length); the values are truncated or zero-padded to it.
+        Replies are cached until the value or metadata changes; payloads are
+        shared and must not be modified. Raises :class:`ChannelError`.
+        """
+        if not 0 <= data_type <= _LAST_TYPE:
+            raise ChannelError(ECA.BADTYPE, f"invalid DBR type {data_type}")
+        if data_count < 0:
+            raise ChannelError(ECA.BADCOUNT, f"negative element count {data_count}")
+        if data_type == ChannelType.CLASS_NAME:
+            count = data_count or 1
+        else:
+            count = resolve_count(data_count, self.length, client_version, self.max_length)
+        key = (data_type, count)
+        reply = self._cache.get(key)
+        if reply is None:
+            reply = self._encode(data_type, count)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = reply
+        return reply
+
+    def _encode(self, data_type: int, count: int) -> tuple[bytes | memoryview, int]:
+        if data_type in _WRITE_ONLY:
+            name = ChannelType(data_type).name
+            raise ChannelError(ECA.GETFAIL, f"DBR_{name} can be written, not read")
+        if data_type == ChannelType.CLASS_NAME:
+            names = [self.record_type] + [""] * (count - 1)
+            return encode_dbr(data_type, names, encoding=self.encoding)
+        target = NATIVE_TYPES[data_type]
+        metadata = self._metadata(data_type)
+        try:
+            if self._scalar and count == 1:
+                value = self._value
+                if target != self.native_type:
+                    value = self._convert_scalar(value, target)
+                return encode_dbr(data_type, value, metadata, encoding=self.encoding)
+            values = self._values_as(target)
+            if len(values) != count:
+                values = fit_count(values, count)
+            elif metadata is None and values is self._value:
+                # The stored array is immutable and big-endian: send it as is.
+                return memoryview(values).cast("B"), count
+            return encode_dbr(data_type, values, metadata, encoding=self.encoding)
+        except ConversionError as exc:
+            name = ChannelType(data_type).name
+            raise ChannelValueError(exc.get_eca, f"cannot read as DBR_{name}: {exc}") from exc
+        except DbrError as exc:
+            raise ChannelValueError(ECA.GETFAIL, str(exc)) from exc
+
+    def _convert_scalar(self, value: Any, target: int) -> Any:
+        if self.native_type == _STRING and target == _ENUM:
+            return int(string_as_enum(value, self.encoding)[0])
+        return convert_scalar(
+            value,
+            self.native_type,
+            target,
+            precision=self._string_precision(),
+            enum_strings=self._enum_states() or None,
+            illegal_enum=self.illegal_enum,
+            encoding=self.encoding,
+        )
+
+    def _values_as(self, target: int) -> np.ndarray:
+        value, native = self._value, self.native_type
+        if target == native and native != _STRING:
+            return np.array([value], VALUE_DTYPES[native]) if self._scalar else value
+        if native == _STRING and target == _ENUM:
+            return string_as_enum(value, self.encoding)
+        return convert_values(
+            value,
+            native,
+            target,
+            precision=self._string_precision(),
+            enum_strings=self._enum_states() or None,
+            illegal_enum=self.illegal_enum,
+            encoding=self.encoding,
+        )
+
+    def _string_precision(self) -> int:
+        return 6 if self.precision is None else self.precision
+
+    def _metadata(self, data_type: int) -> dict[str, Any] | None:
+        cls = DBR_CLASSES[data_type]
+        if cls is DbrClass.PLAIN:
+            return None
+        metadata: dict[str, Any] = {"status": self._status, "severity": self._severity}
+        if cls is DbrClass.TIME:
+            metadata["secondsSinceEpoch"], metadata["nanoseconds"] = self._stamp
+        elif cls is DbrClass.GR or cls is DbrClass.CTRL:
+            target = NATIVE_TYPES[data_type]
+            if target == _ENUM:
+                metadata["strs"] = self._enum_states()
+            elif target != _STRING:
+                metadata["units"] = self.units
+                if target in (_FLOAT, _DOUBLE):
+                    metadata["precision"] = as_short(self.precision or 0)
+                for name in LIMIT_NAMES:
+                    metadata[name] = limit_as(getattr(self, name), target)
+        elif data_type == ChannelType.STSACK_STRING:
+            metadata["ackt"], metadata["acks"] = self._ackt, self._acks
+        return metadata
+
+    # ------------------------------------------------------------------ writes
+
+    async def write(self, data_type: int, data_count: int, payload: bytes | memoryview) -> None:
+        """Store a client's put of ``data_count`` elements of ``data_type``.
+
+        The value is converted as epics-base converts it, checked, passed
+        through ``put_hook`` and stored with a new timestamp and an alarm
+        computed from it; subscribers get a VALUE|LOG update (plus ALARM
+        when the alarm changed). Raises :class:`ChannelError`.
+        """
+        if self.read_only:
+            raise ChannelError(ECA.NOWTACCESS, "the channel is read-only")
+        if data_type in _WRITE_ONLY:
+            self._put_acknowledge(data_type, payload)
+            return
+        value = self._decode_put(data_type, data_count, payload)
+        hook = self.put_hook
+        if hook is None:
+            self._store(value, None, None, None)
+            return
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock:  # puts reach the hook and the value in order
+            try:
+                replacement = await hook(self, value)
+            except ChannelError:
+                raise
+            except Exception as exc:
+                raise ChannelError(ECA.PUTFAIL, f"put refused: {exc}") from exc
+            if replacement is not None:
+                value = self._coerce(replacement)
+            self._store(value, None, None, None)
+
+    def _decode_put(self, data_type: int, data_count: int, payload: bytes | memoryview) -> Any:
+        if not 0 <= data_type <= _LAST_TYPE:
+            raise ChannelError(ECA.BADTYPE, f"invalid DBR type {data_type}")
+        if data_type in _READ_ONLY:
+            name = ChannelType(data_type).name
+            raise ChannelError(ECA.PUTFAIL, f"DBR_{name} can be read, not written")
+        if data_count < 1 and self._scalar:
+            raise ChannelError(ECA.BADCOUNT, "a put of no element to a scalar channel")
+        source, native = NATIVE_TYPES[data_type], self.native_type
+        if data_count == 1 and self._scalar and source != _STRING and native != _STRING:
+            fast = decode_scalar(data_type, payload)
+            if fast is not None:
+                value = fast[0] if source == native else convert_scalar(fast[0], source, native)
+                self._check_enum_index([value])
+                return self._clamp(value)
+        need = payload_size(data_type, data_count)
+        have = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+        if source == _STRING and have < need:  # libca sends a lone string unpadded
+            payload = bytes(payload) + bytes(need - have)
+        try:
+            _, values = decode_dbr(data_type, data_count, payload)
+        except DbrError as exc:
+            raise ChannelValueError(ECA.BADCOUNT, str(exc)) from exc
+        try:
+            converted = convert_values(
+                values[: self.max_length],
+                data_type,
+                native,
+                precision=self._string_precision(),
+                enum_strings=self._enum_states() or None,
+                encoding=self.encoding,
+            )
+        except ConversionError as exc:
+            name = ChannelType(data_type).name
+            raise ChannelValueError(exc.put_eca, f"cannot write DBR_{name}: {exc}") from exc
+        return self._clamp(self._from_native(converted, strict=False))
+
+    def _clamp(self, value: Any) -> Any:
+        """A scalar put limited to the control limits (ao/longout DRVH, DRVL)."""
+        high, low = self.upper_ctrl_limit, self.lower_ctrl_limit
+        if not self._scalar or self.native_type not in _NUMBERS or not high > low:
+            return value
+        if value > high:
+            value = high if self.native_type in (_FLOAT, _DOUBLE) else math.floor(high)
+        elif value < low:
+            value = low if self.native_type in (_FLOAT, _DOUBLE) else math.ceil(low)
+        if self.native_type == _FLOAT:
+            return float(convert_scalar(value, _DOUBLE, _FLOAT))
+        return value
+
+    def _put_acknowledge(self, data_type: int, payload: bytes | memoryview) -> None:
+        try:
+            level = int(decode_dbr(data_type, 1, payload)[1][0])
+        except DbrError as exc:
+            raise ChannelValueError(ECA.BADCOUNT, str(exc)) from exc
+        if data_type == ChannelType.PUT_ACKT:  # dbAccess.c putAckt
+            if level == self._ackt:
+                return
+            self._ackt = level
+            if not level and self._acks > self._severity:
+                self._acks = int(self._severity)
+        elif level >= self._acks:  # putAcks: acknowledge up to this severity
+            self._acks = 0
+        else:
+            return
+        self._cache.clear()
+        self.publish(SubscriptionMask.ALARM)
+
+    # ------------------------------------------------------------------ server side
+
+    async def set(
+        self,
+        value: Any,
+        *,
+        status: AlarmStatus | int | None = None,
+        severity: AlarmSeverity | int | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Store ``value`` from server code and publish it to subscribers.
+
+        With neither ``status`` nor ``severity`` the alarm is computed from
+        the value (alarm limits, enum state severities); with either, the
+        pair is taken as given (the missing one NO_ALARM). ``timestamp`` is
+        POSIX seconds (None: now). Unlike a client put, the value is neither
+        clamped nor passed to ``put_hook``, and must fit the native type and
+        ``max_length`` exactly (else :class:`ChannelValueError`).
+        """
+        self._store(self._coerce(value), status, severity, timestamp)
+
+    async def set_alarm(
+        self,
+        status: AlarmStatus | int,
+        severity: AlarmSeverity | int,
+        *,
+        timestamp: float | None = None,
+    ) -> None:
+        """Change only the alarm (and the timestamp, if given); posts DBE_ALARM."""
+        pair = alarm_pair(status, severity)
+        stamp = None if timestamp is None else epics_stamp(timestamp)
+        if stamp is not None:
+            self._stamp = stamp
+        if self._update_alarm(*pair) or stamp is not None:
+            self._cache.clear()
+            self.publish(SubscriptionMask.ALARM)
+
+    def _store(
+        self,
+        value: Any,
+        status: AlarmStatus | int | None,
+        severity: AlarmSeverity | int | None,
+        timestamp: float | None,
+    ) -> None:
+        if status is None and severity is None:
+            pair = self._alarm_for(value)
+        else:
+            pair = alarm_pair(status, severity)
+        self._stamp = epics_stamp(timestamp)
+        self._value = value
+        mask = _UPDATE | SubscriptionMask.ALARM if self._update_alarm(*pair) else _UPDATE
+        self._cache.clear()
+        self.publish(mask)
+
+    def _update_alarm(self, status: AlarmStatus, severity: AlarmSeverity) -> bool:
+        if status == self._status and severity == self._severity:
+            return False
+        self._status, self._severity = status, severity
+        if not self._ackt or severity >= self._acks:  # recGblResetAlarms
+            self._acks = int(severity)
+        return True
+
+    def _alarm_for(self, value: Any) -> tuple[AlarmStatus, AlarmSeverity]:
+        """The alarm a record would raise for ``value`` (limits of scalar numbers)."""
+        if not self._scalar or self.native_type not in _NUMBERS:
+            return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
+        return limit_alarm(
+            float(value),
+            self.upper_alarm_limit,
+            self.upper_warning_limit,
+            self.lower_warning_limit,
+            self.lower_alarm_limit,
+        )
+
+    def _metadata_changed(self) -> None:
+        self._cache.clear()
+        if self._groups:
+            self.publish(SubscriptionMask.PROPERTY)
+
+    # ------------------------------------------------------------------ values
+
+    def _native(self, value: Any) -> np.ndarray:
+        try:
+            return python_to_native(value, self.native_type, self._enum_states(), self.encoding)
+        except (ValueError, TypeError) as exc:
+            raise ChannelValueError(ECA.PUTFAIL, str(exc)) from exc
+
+    def _coerce(self, value: Any) -> Any:
+        """A value from server code in the stored form, checked."""
+        return self._from_native(self._native(value), strict=True)
+
+    def _from_native(self, values: np.ndarray, strict: bool) -> Any:
+        """The stored form of an array of native values (``strict``: no truncation)."""
+        if len(values) > self.max_length:
+            if strict:
+                raise ChannelValueError(
+                    ECA.BADCOUNT, f"{len(values)} elements, at most {self.max_length}"
+                )
+            values = values[: self.max_length]
+        self._check_enum_index(values)
+        if self._scalar:
+            if not len(values):
+                raise ChannelValueError(ECA.BADCOUNT, "no value for a scalar channel")
+            if self.native_type == _STRING:
+                return decode_strings([values[0]], self.encoding)[0]
+            return values[0].item()
+        if self.native_type == _STRING:
+            return tuple(decode_strings(values, self.encoding))
+        stored = np.array(values, dtype=VALUE_DTYPES[self.native_type])
+        stored.flags.writeable = False
+        return stored
+
+    def _enum_states(self) -> tuple[str, ...]:
+        return ()
+
+    def _check_enum_index(self, values: Sequence[int] | np.ndarray) -> None:
+        states = self._enum_states()
+        if states and len(values) and int(max(values)) >= len(states):
+            raise ChannelValueError(
+                ECA.PUTFAIL, f"enum index {int(max(values))} is not one of the states {states}"
+            )
+
+    # ------------------------------------------------------------------ monitors
+
+    def subscribe(self, subscription: Subscription) -> None:
+        """Add a subscription and deliver the current value to it at once."""
+        key = (
+            subscription.data_type,
+            subscription.data_count,
+            subscription.client_version >= 13,
+        )
+        self._groups.setdefault(key, {})[id(subscription)] = subscription
+        self._group_of[id(subscription)] = key
+        self._deliver([subscription], key)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Remove a subscription (unknown ones are ignored)."""
+        key = self._group_of.pop(id(subscription), None)
+        if key is None:
+            return
+        group = self._groups[key]
+        del group[id(subscription)]
+        if not group:
+            del self._groups[key]
+
+    def publish(self, mask: int) -> None:
+        """Send the current value to each subscriber whose mask intersects ``mask``.
+
+        Subscribers asking for the same (DBR type, count, count-0 meaning)
+        share one encoded payload.
+        """
+        for key, group in list(self._groups.items()):
+            targets = [s for s in group.values() if s.mask & mask]
+            if targets:
+                self._deliver(targets, key)
+
+    def _deliver(self, targets: list[Subscription], key: tuple[int, int, bool]) -> None:
+        data_type, data_count, modern = key
+        try:
+            payload, count = self.encode(data_type, data_count, 13 if modern else 12)
+        except ChannelError as error:
+            # rsrv: status ECA_GETFAIL in the header, zeroed values (none when
+            # the client asked for count 0).
+            size = payload_size(data_type, data_count) if 0 <= data_type <= _LAST_TYPE else 0
+            for subscription in targets:
+                deliver_error = getattr(subscription, "deliver_error", None)
+                if deliver_error is not None:
+                    deliver_error(error.eca, bytes(size), data_count)
+            return
+        for subscription in targets:
+            subscription.deliver(payload, count)
