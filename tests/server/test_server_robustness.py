@@ -1,0 +1,213 @@
+"""The server is impossible to knock over: bad bytes, dead and slow clients.
+
+These run the server and raw clients (built on caioc's own core) in one
+event loop, so they can look inside the server while it is under stress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from caioc.ca import (
+    NEED_DATA,
+    ChannelType,
+    Command,
+    EventAddResponse,
+    ReadNotifyResponse,
+    Role,
+    VersionRequest,
+    VersionResponse,
+    VirtualCircuit,
+)
+from caioc.server import Server, ServerConfig
+from caioc.server._data import ChannelDouble, ChannelInteger
+
+TIMEOUT = 10.0
+
+
+def config() -> ServerConfig:
+    return ServerConfig(
+        port=0,
+        interfaces=["127.0.0.1"],
+        beacon_addresses=[("127.0.0.1", 9)],  # discard port: nobody listens
+        auto_beacon_addresses=False,
+    )
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds, at most TIMEOUT seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+class RawClient:
+    """A CA client made of the core and a socket, with no manners imposed."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.core = VirtualCircuit(Role.CLIENT, max_payload=10**8)
+        self.received: list[Command] = []
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    def send(self, *commands: Command) -> None:
+        self.writer.write(self.core.send(*commands))
+
+    async def receive(self, until: Callable[[], bool]) -> None:
+        async def pump() -> None:
+            while not until():
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    raise ConnectionError("server closed the circuit")
+                self.core.receive_data(data)
+                while (command := self.core.next_command()) is not NEED_DATA:
+                    self.received.append(command)  # type: ignore[arg-type]
+
+        await asyncio.wait_for(pump(), TIMEOUT)
+
+    async def open(self, name: str) -> Any:
+        channel = self.core.create_channel(name)
+        self.send(VersionRequest(0), channel.create())
+        await self.receive(lambda: channel.sid is not None)
+        return channel
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(pvdb: dict[str, Any]) -> AsyncIterator[Server]:
+    server = Server(pvdb, config())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 60))
+
+
+def test_garbage_closes_only_that_circuit() -> None:
+    async def scenario() -> None:
+        async with serving({"X": ChannelDouble(value=1.5)}) as server:
+            good = await RawClient.connect(server.tcp_port)
+            channel = await good.open("X")
+            bad = await RawClient.connect(server.tcp_port)
+            # a header announcing an obsolete command: the stream is unusable
+            bad.writer.write(bytes.fromhex("0005000000000000000000000000000000"))
+            await wait_for(lambda: len(server.circuits) == 1, "the bad circuit to close")
+            # the server said its VERSION, then hung up: nothing else
+            leftover = await asyncio.wait_for(bad.reader.read(), TIMEOUT)
+            assert leftover == bytes(VersionResponse(0))
+            good.send(channel.read(ChannelType.DOUBLE))
+            await good.receive(
+                lambda: any(isinstance(c, ReadNotifyResponse) for c in good.received)
+            )
+            reply = next(c for c in good.received if isinstance(c, ReadNotifyResponse))
+            assert reply.to_python()[0] == 1.5
+            good.close()
+            bad.close()
+
+    run(scenario)
+
+
+def test_bad_ids_get_an_error_and_the_circuit_goes_on() -> None:
+    async def scenario() -> None:
+        async with serving({"X": ChannelInteger(value=7)}) as server:
+            client = await RawClient.connect(server.tcp_port)
+            channel = await client.open("X")
+            # a read for a channel id the server never gave out
+            raw = bytes(channel.read(ChannelType.LONG))
+            forged = raw[:8] + (channel.sid + 1000).to_bytes(4, "big") + raw[12:]
+            client.writer.write(forged)
+            client.send(channel.read(ChannelType.LONG))
+            await client.receive(
+                lambda: any(isinstance(c, ReadNotifyResponse) for c in client.received)
+            )
+            kinds = [type(c).__name__ for c in client.received]
+            assert "ErrorResponse" in kinds
+            assert kinds.index("ErrorResponse") < kinds.index("ReadNotifyResponse")
+            client.close()
+
+    run(scenario)
+
+
+def test_dead_client_mid_subscription_frees_everything() -> None:
+    async def scenario() -> None:
+        data = ChannelDouble(value=0.0)
+        async with serving({"X": data}) as server:
+            client = await RawClient.connect(server.tcp_port)
+            channel = await client.open("X")
+            client.send(channel.subscribe(ChannelType.TIME_DOUBLE))
+            await client.receive(
+                lambda: any(isinstance(c, EventAddResponse) for c in client.received)
+            )
+            assert data.subscription_count == 1
+            # the client vanishes without a word (RST) while updates flow
+            sock = client.writer.get_extra_info("socket")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            client.writer.transport.abort()
+            for i in range(1000):
+                await data.set(float(i))
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            await wait_for(lambda: data.subscription_count == 0, "the subscription to go")
+            await wait_for(lambda: not server.circuits, "the circuit to go")
+            # and the server still serves newcomers
+            other = await RawClient.connect(server.tcp_port)
+            await other.open("X")
+            other.close()
+
+    run(scenario)
+
+
+def test_slow_client_costs_bounded_memory_and_gets_the_final_value() -> None:
+    async def scenario() -> None:
+        data = ChannelDouble(value=np.zeros(1000), max_length=1000)
+        async with serving({"X": data}) as server:
+            client = await RawClient.connect(server.tcp_port)
+            channel = await client.open("X")
+            client.send(channel.subscribe(ChannelType.DOUBLE, 1000))
+            await client.receive(
+                lambda: any(isinstance(c, EventAddResponse) for c in client.received)
+            )
+            # the client stops reading; the server keeps publishing 8 kB updates
+            (circuit,) = server.circuits
+            transport = circuit.transport
+            assert transport is not None
+            for i in range(3000):
+                await data.set(np.full(1000, float(i)))
+                await asyncio.sleep(0)
+            backlog = transport.get_write_buffer_size()
+            pending = sum(len(s.pending) for s in circuit.subscriptions.values())
+            # 3000 updates of 8 kB were published: 24 MB if nothing coalesced
+            assert pending <= 4
+            assert backlog < 4 * 1024 * 1024, backlog
+            # once the client reads again, the newest value arrives
+            await client.receive(
+                lambda: any(
+                    isinstance(c, EventAddResponse) and c.payload_size and c.data[0] == 2999.0
+                    for c in client.received
+                )
+            )
+            client.close()
+
+    run(scenario)
