@@ -55,11 +55,15 @@ def ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
 
 @contextmanager
 def process_until_ready(
-    code: str, env: dict[str, str], timeout: float = 30.0
+    code: str,
+    env: dict[str, str],
+    timeout: float = 30.0,
+    ready: str = "READY",
+    argv: list[str] | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    """Run ``code`` in a new interpreter until it prints READY; kill it after."""
+    """Run ``code`` (or ``argv``) until it prints a line starting ``ready``; kill it after."""
     process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        argv or [sys.executable, "-c", textwrap.dedent(code)],
         env=env,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
@@ -76,7 +80,7 @@ def process_until_ready(
             if not line:
                 raise RuntimeError("peer exited before READY:\n" + "".join(seen))
             seen.append(line)
-            if line.startswith("READY"):
+            if line.startswith(ready):
                 break
         else:
             raise RuntimeError("peer not READY in time:\n" + "".join(seen))

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_main_command_runs_the_core_self_check() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "caioc.cli.main"],
+        [sys.executable, "-m", "caioc.cli.main", "--self-check"],
         capture_output=True,
         text=True,
         timeout=60,

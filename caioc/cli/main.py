@@ -1,13 +1,17 @@
 """``caioc``: the project's main command.
 
-Until the server lands it shows what this installation can do and proves
-the protocol core works by running a client and a server circuit against
-each other in memory, printing every command that crosses.
+With no arguments it runs the demo IOC (a simulated thermostat, see
+:mod:`caioc.cli.demo`) until interrupted. ``caioc --self-check`` instead
+runs a client and a server circuit of the core against each other in
+memory and prints every command that crosses.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -37,10 +41,11 @@ caioc {version}: EPICS Channel Access in pure Python
 Available now:
   caioc.ca      sans-I/O CA 4.13 core: every command, DBR types 0-38,
                 conversions, circuit/channel/UDP state machines
-Planned (see the project's issues): asyncio server and IOC toolkit,
-clients and the caioc-get/-put/-monitor/-repeater/-shark tools, the
-hardware layer (serial, I2C, GPIO, SPI with simulators), drivers and
-Raspberry Pi board files.
+  caioc.server  asyncio CA server (search, beacons, get/put/monitor)
+Planned (see the project's issues): the IOC toolkit, clients and the
+caioc-get/-put/-monitor/-repeater/-shark tools, the hardware layer
+(serial, I2C, GPIO, SPI with simulators), drivers and Raspberry Pi
+board files.
 """
 
 
@@ -88,16 +93,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="caioc", description="EPICS Channel Access in Python")
     parser.add_argument("--version", action="version", version=f"caioc {__version__}")
     parser.add_argument(
-        "--quiet", "-q", action="store_true", help="print only the capability summary"
+        "--self-check",
+        action="store_true",
+        help="run a client and a server circuit in memory and show what crosses",
     )
+    parser.add_argument("--prefix", default="caioc:demo:", help="PV name prefix of the demo IOC")
+    parser.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
     args = parser.parse_args(argv)
     print(_CAPABILITIES.format(version=__version__))
-    if args.quiet:
+    if args.self_check:
+        lines: list[str] = []
+        run_demo(lines)
+        print("Self-check: a client and a server circuit talking in memory:")
+        print("\n".join(lines))
         return 0
-    lines: list[str] = []
-    run_demo(lines)
-    print("Self-check: a client and a server circuit talking in memory:")
-    print("\n".join(lines))
+    from . import demo
+
+    if args.list_pvs:
+        print("\n".join(demo.make_pvdb(args.prefix)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(demo.serve(args.prefix))
     return 0
 
 
