@@ -34,14 +34,22 @@ BEYOND THE CONTRACT (what server-side code uses):
 * ``await channel.set(value, *, status=None, severity=None, timestamp=None)``
   stores a value from server code (a driver, a scan loop) and publishes it;
   ``await channel.set_alarm(status, severity)`` changes only the alarm.
-  Without an explicit status/severity the alarm is computed from the value.
+  Without an explicit status/severity (and after every client put) the
+  alarm is computed from the value: alarm limits of a scalar number as an
+  ``ai`` record checks HIHI/LOLO (MAJOR) and HIGH/LOW (MINOR), a NaN being
+  UDF/INVALID; ``ChannelEnum``'s ``enum_severities`` give STATE alarms.
+  Refused values raise ``ChannelValueError`` (a ``ChannelError`` and a
+  ``ValueError``).
 * ``put_hook``: an ``async (channel, value) -> value | None`` called with
   each client put, converted to the native type, before it is stored. It
   may return a replacement value or raise ``ChannelError`` to refuse the
   put (the client gets its ECA code and message).
 * ``encode(data_type, data_count, client_version)`` is ``read`` without the
   coroutine; ``publish(mask)`` sends the current value to the subscribers
-  whose mask intersects ``mask``.
+  whose mask intersects ``mask``. Encoded replies are cached until the
+  value, alarm or metadata changes, so payloads are shared: never modify
+  one. Changing metadata (``units``, limits, ``enum_strings`` ...) posts
+  DBE_PROPERTY.
 * A subscription may have ``deliver_error(eca, payload, count)``: rsrv sends
   an update that fails to convert with status ECA_GETFAIL and a zeroed
   payload; without that method such an update is skipped.

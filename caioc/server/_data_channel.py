@@ -68,7 +68,9 @@ _WRITE_ONLY = (ChannelType.PUT_ACKT, ChannelType.PUT_ACKS)
 _READ_ONLY = (ChannelType.STSACK_STRING, ChannelType.CLASS_NAME)
 #: Encoded replies kept per channel until its value or metadata changes.
 _CACHE_SIZE = 32
-_UPDATE = SubscriptionMask.VALUE | SubscriptionMask.LOG
+# Plain ints: IntFlag operators are slow on the per-update path.
+_UPDATE = int(SubscriptionMask.VALUE | SubscriptionMask.LOG)
+_UPDATE_AND_ALARM = int(_UPDATE | SubscriptionMask.ALARM)
 
 
 class ChannelData:
@@ -134,7 +136,8 @@ class ChannelData:
         if type(self) is ChannelData or not hasattr(self, "native_type"):
             raise TypeError("ChannelData is abstract: use ChannelDouble, ChannelEnum ...")
         self._cache: dict[tuple[int, int], tuple[bytes | memoryview, int]] = {}
-        self._groups: dict[tuple[int, int, bool], dict[int, Subscription]] = {}
+        # (data_type, data_count, count 0 means current length) -> id -> (mask, subscription)
+        self._groups: dict[tuple[int, int, bool], dict[int, tuple[int, Subscription]]] = {}
         self._group_of: dict[int, tuple[int, int, bool]] = {}
         self._write_lock: asyncio.Lock | None = None
         #: Text encoding of DBR strings, units and enum strings.
@@ -503,7 +506,7 @@ class ChannelData:
             pair = alarm_pair(status, severity)
         self._stamp = epics_stamp(timestamp)
         self._value = value
-        mask = _UPDATE | SubscriptionMask.ALARM if self._update_alarm(*pair) else _UPDATE
+        mask = _UPDATE_AND_ALARM if self._update_alarm(*pair) else _UPDATE
         self._cache.clear()
         self.publish(mask)
 
@@ -584,7 +587,9 @@ class ChannelData:
             subscription.data_count,
             subscription.client_version >= 13,
         )
-        self._groups.setdefault(key, {})[id(subscription)] = subscription
+        # a plain int: IntFlag's & would cost a microsecond per subscriber and update
+        entry = (int(subscription.mask), subscription)
+        self._groups.setdefault(key, {})[id(subscription)] = entry
         self._group_of[id(subscription)] = key
         self._deliver([subscription], key)
 
@@ -604,8 +609,9 @@ class ChannelData:
         Subscribers asking for the same (DBR type, count, count-0 meaning)
         share one encoded payload.
         """
+        mask = int(mask)
         for key, group in list(self._groups.items()):
-            targets = [s for s in group.values() if s.mask & mask]
+            targets = [s for wanted, s in group.values() if wanted & mask]
             if targets:
                 self._deliver(targets, key)
 

@@ -23,6 +23,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from .._netif import broadcast_address_of, interfaces
 from ..ca import (
     ADDRESS_FROM_SENDER,
     ECA,
@@ -59,6 +60,7 @@ from ..ca import (
     WriteRequest,
     error_for,
     max_payload_for,
+    payload_size,
 )
 from ..ca import ProtocolError as _ProtocolError
 from ._config import ServerConfig
@@ -91,6 +93,8 @@ class _Subscription:
         "pending",
         "subscriptionid",
     )
+    # pending holds (payload, count, status): status is ECA.NORMAL but for
+    # updates the channel could not convert (rsrv sends those zeroed).
 
     def __init__(
         self,
@@ -107,16 +111,20 @@ class _Subscription:
         self.mask = request.mask
         self.subscriptionid = request.subscriptionid
         self.client_version = circuit.core.their_version
-        self.pending: collections.deque[tuple[Any, int]] = collections.deque()
+        self.pending: collections.deque[tuple[Any, int, int]] = collections.deque()
 
-    def deliver(self, payload: Any, count: int) -> None:
+    def deliver(self, payload: Any, count: int, status: int = ECA.NORMAL) -> None:
         """Take an encoded update (called by the channel data, encode-once)."""
         pending = self.pending
         if len(pending) >= PENDING_PER_SUBSCRIPTION:
-            pending[-1] = (payload, count)  # latest value wins
+            pending[-1] = (payload, count, status)  # latest value wins
         else:
-            pending.append((payload, count))
+            pending.append((payload, count, status))
         self.circuit.updates_ready(self)
+
+    def deliver_error(self, eca: int, payload: Any, count: int) -> None:
+        """An update the channel could not convert: sent with ``eca`` as status."""
+        self.deliver(payload, count, int(eca))
 
 
 class _Circuit(asyncio.Protocol):
@@ -124,9 +132,8 @@ class _Circuit(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.core = VirtualCircuit(
-            Role.SERVER, max_payload=max_payload_for(server.config.max_array_bytes)
-        )
+        self.core_limit = max_payload_for(server.config.max_array_bytes)
+        self.core = VirtualCircuit(Role.SERVER, max_payload=self.core_limit)
         self.transport: asyncio.Transport | None = None
         self.queue: collections.deque[Command] = collections.deque()
         self.wakeup = asyncio.Event()
@@ -232,10 +239,10 @@ class _Circuit(asyncio.Protocol):
             if self.subscriptions.get(subscriptionid) is not subscription:
                 continue  # cancelled meanwhile
             while subscription.pending:
-                payload, count = subscription.pending.popleft()
+                payload, count, status = subscription.pending.popleft()
                 self.send(
                     EventAddResponse.from_payload(
-                        payload, subscription.data_type, count, ECA.NORMAL, subscriptionid
+                        payload, subscription.data_type, count, status, subscriptionid
                     )
                 )
         self.flush()
@@ -319,10 +326,20 @@ class _Circuit(asyncio.Protocol):
         channel = self.core.channels_by_sid[sid]
         return channel, self.data[channel.cid]
 
+    def _too_large(self, request: ReadNotifyRequest | EventAddRequest, data: ChannelData) -> bool:
+        """Refuse a request whose reply could not fit EPICS_CA_MAX_ARRAY_BYTES."""
+        count = request.data_count or data.length
+        if payload_size(request.data_type, count) <= self.core_limit:
+            return False
+        self.send(error_for(request, ECA.TOLARGE, cid=self.core.channels_by_sid[request.sid].cid))
+        return True
+
     async def _read(self, request: ReadNotifyRequest) -> None:
         channel, data = self._channel(request.sid)
         if not channel.access_rights & AccessRights.READ:
             self.send(error_for(request, ECA.NORDACCESS, cid=channel.cid))
+            return
+        if self._too_large(request, data):
             return
         try:
             payload, count = await data.read(
@@ -361,6 +378,8 @@ class _Circuit(asyncio.Protocol):
         channel, data = self._channel(request.sid)
         if not channel.access_rights & AccessRights.READ:
             self.send(error_for(request, ECA.NORDACCESS, cid=channel.cid))
+            return
+        if self._too_large(request, data):
             return
         subscription = _Subscription(self, channel, data, request)
         self.subscriptions[request.subscriptionid] = subscription
@@ -479,12 +498,12 @@ class Server:
                 if attempt == 0:
                     raise
                 log.info("TCP port %d is in use (%s); taking a free one", port, error)
-        for interface in config.interfaces:
+        for address in self._udp_addresses():
+            # SO_REUSEADDR lets every IOC on the host bind the CA port; each
+            # gets the broadcasts, which is how clients find them all.
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            with contextlib.suppress(AttributeError, OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((interface, port))
+            sock.bind((address, port))
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _SearchProtocol(self), sock=sock
             )
@@ -493,11 +512,35 @@ class Server:
         log.info("serving %d PVs on TCP port %d, UDP port %d", len(self.pvdb), self.tcp_port, port)
         self.started.set()
 
-    async def _beacons(self) -> None:
+    def _udp_addresses(self) -> list[str]:
+        """Where to listen for searches: each interface and its broadcast."""
+        addresses: list[str] = []
+        for interface in self.config.interfaces:
+            addresses.append(interface)
+            if interface != "0.0.0.0":
+                # A socket bound to an address does not see the broadcasts
+                # of its network; rsrv binds a second one for them.
+                broadcast = broadcast_address_of(interface)
+                if broadcast is not None and broadcast != interface:
+                    addresses.append(broadcast)
+        return list(dict.fromkeys(addresses))
+
+    def beacon_addresses(self) -> list[tuple[str, int]]:
+        """Where beacons go: the configured list plus, if automatic, every
+        broadcast-capable interface's broadcast address (not loopback)."""
         config = self.config
         addresses = list(config.beacon_addresses)
-        if config.auto_beacon_addresses or not addresses:
-            addresses.append(("255.255.255.255", config.repeater_port))
+        if config.auto_beacon_addresses:
+            addresses += [
+                (interface.broadcast, config.repeater_port)
+                for interface in interfaces()
+                if not interface.loopback
+            ]
+        return list(dict.fromkeys(addresses))
+
+    async def _beacons(self) -> None:
+        config = self.config
+        addresses = self.beacon_addresses()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setblocking(False)
