@@ -99,7 +99,10 @@ class Broadcaster:
         return next(self._ids) & 0xFFFFFFFF
 
     def search(
-        self, names: Iterable[str], reply: int = SearchReply.DONT_REPLY
+        self,
+        names: Iterable[str],
+        reply: int = SearchReply.DONT_REPLY,
+        cids: Iterable[int] | None = None,
     ) -> list[list[Command]]:
         """Searches for ``names``, packed into datagrams of at most 1 kB.
 
@@ -110,8 +113,11 @@ class Broadcaster:
         datagrams: list[list[Command]] = []
         current: list[Command] = []
         size = 0
+        cid_source = iter(cids) if cids is not None else None
         for name in names:
-            search = SearchRequest(name, self.new_search_id(), CA_MINOR_PROTOCOL_REVISION, reply)
+            # A client retrying a search keeps the channel's cid: pass ``cids``.
+            cid = next(cid_source) if cid_source is not None else self.new_search_id()
+            search = SearchRequest(name, cid, CA_MINOR_PROTOCOL_REVISION, reply)
             if not current or size + len(search) > MAX_SEARCH_DATAGRAM:
                 # data_type 1 says the sequence number is valid, as libca sets it
                 version = VersionRequest(1, CA_MINOR_PROTOCOL_REVISION, next(self._sequence))

@@ -1,0 +1,192 @@
+"""caioc's asyncio client against the C server (softioc) and caioc's own.
+
+The same tests run against both: EPICS itself is the oracle for what a
+server answers, and our server must answer our client the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+
+import numpy as np
+import pytest
+from peers import ca_environment, free_port, process_until_ready
+
+from caioc.ca import ChannelType
+from caioc.client import ChannelTimeout, ClientConfig, Context
+
+SOFTIOC = """
+import numpy
+from softioc import asyncio_dispatcher, builder, softioc
+builder.SetDeviceName("T")
+builder.aOut("AO", initial_value=3.25, EGU="mm", PREC=3, DRVH=100, DRVL=-100)
+builder.longOut("LO", initial_value=7)
+builder.mbbOut("MB", "Off", "On", initial_value=1)
+builder.stringOut("SO", initial_value="hello")
+builder.WaveformOut("WF", initial_value=numpy.arange(10.0))
+builder.WaveformOut("BIG", initial_value=numpy.arange(200_000.0))
+builder.LoadDatabase()
+softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
+print("READY", flush=True)
+softioc.non_interactive_ioc()
+"""
+
+CAIOC = """
+import asyncio, numpy
+from caioc.server import (Server, ServerConfig, ChannelDouble, ChannelInteger,
+                          ChannelEnum, ChannelString)
+pvdb = {
+    "T:AO": ChannelDouble(value=3.25, units="mm", precision=3,
+                          upper_ctrl_limit=100.0, lower_ctrl_limit=-100.0),
+    "T:LO": ChannelInteger(value=7),
+    "T:MB": ChannelEnum(value=1, enum_strings=["Off", "On"]),
+    "T:SO": ChannelString(value="hello"),
+    "T:WF": ChannelDouble(value=numpy.arange(10.0)),
+    "T:BIG": ChannelDouble(value=numpy.arange(200_000.0)),
+}
+async def main():
+    server = Server(pvdb, ServerConfig.from_environment())
+    await server.start()
+    print("READY", flush=True)
+    await asyncio.Future()
+asyncio.run(main())
+"""
+
+SERVERS = {"softioc": SOFTIOC, "caioc": CAIOC}
+
+
+def client_config(port: int) -> ClientConfig:
+    return ClientConfig(search_addresses=[("127.0.0.1", port)], max_array_bytes=10**8)
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, dict[str, str]]]:
+    if request.param == "softioc":
+        pytest.importorskip("softioc", reason="softioc (the C IOC) not installed")
+    port = free_port()
+    env = ca_environment(port, free_port())
+    with process_until_ready(SERVERS[request.param], env):
+        yield request.param, port, env
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 60))
+
+
+def test_reads_of_every_class(server: tuple[str, int, dict[str, str]]) -> None:
+    _, port, _ = server
+
+    async def scenario() -> None:
+        async with Context(client_config(port)) as ctx:
+            ao, lo, mb, so, wf = await ctx.connect("T:AO", "T:LO", "T:MB", "T:SO", "T:WF")
+            assert ao.native_type == ChannelType.DOUBLE and lo.native_type == ChannelType.LONG
+            assert (await ao.read()).value == 3.25
+            timed = await ao.read(ChannelType.TIME_DOUBLE)
+            assert timed.severity == 0 and timed.timestamp is not None
+            ctrl = await ao.read(ChannelType.CTRL_DOUBLE)
+            assert ctrl.metadata["units"] == "mm" and ctrl.metadata["precision"] == 3
+            assert ctrl.metadata["upper_ctrl_limit"] == 100.0
+            assert (await ao.read(ChannelType.STRING)).value == "3.250"
+            assert (await lo.read()).value == 7
+            assert (await mb.read(ChannelType.STRING)).value == "On"
+            assert (await mb.read(ChannelType.CTRL_ENUM)).metadata["strs"][:2] == ["Off", "On"]
+            assert (await so.read()).value == "hello"
+            assert list((await wf.read()).value) == list(np.arange(10.0))
+            assert list((await wf.read(data_count=3)).value) == [0.0, 1.0, 2.0]
+
+    run(scenario)
+
+
+def test_large_array(server: tuple[str, int, dict[str, str]]) -> None:
+    _, port, _ = server
+
+    async def scenario() -> None:
+        async with Context(client_config(port)) as ctx:
+            (big,) = await ctx.connect("T:BIG")
+            value = (await big.read(timeout=10)).value
+            assert len(value) == 200_000 and value[-1] == 199_999.0
+
+    run(scenario)
+
+
+def test_writes_with_completion_and_conversion(server: tuple[str, int, dict[str, str]]) -> None:
+    _, port, _ = server
+
+    async def scenario() -> None:
+        async with Context(client_config(port)) as ctx:
+            ao, lo, mb = await ctx.connect("T:AO", "T:LO", "T:MB")
+            await lo.write(42)
+            assert (await lo.read()).value == 42
+            await ao.write("1.5")  # a string, converted by the server
+            assert (await ao.read()).value == 1.5
+            await mb.write("Off")
+            assert (await mb.read()).value == 0
+            await lo.write(7, wait=False)
+            await asyncio.sleep(0)  # plain WRITE has no reply; read after it
+            assert (await lo.read()).value == 7
+
+    run(scenario)
+
+
+def test_subscription_gets_every_update(server: tuple[str, int, dict[str, str]]) -> None:
+    _, port, _ = server
+
+    async def scenario() -> None:
+        async with Context(client_config(port)) as ctx:
+            (lo,) = await ctx.connect("T:LO")
+            subscription = await lo.subscribe()
+            first = await asyncio.wait_for(subscription.__anext__(), 5)
+            assert isinstance(first.value, int)
+            for value in range(100, 120):
+                await lo.write(value)
+            seen = []
+            while not seen or seen[-1] != 119:
+                seen.append((await asyncio.wait_for(subscription.__anext__(), 5)).value)
+            assert seen == list(range(100, 120))
+            await subscription.clear()
+
+    run(scenario)
+
+
+def test_missing_pv_times_out_naming_it_and_the_addresses(
+    server: tuple[str, int, dict[str, str]],
+) -> None:
+    _, port, _ = server
+
+    async def scenario() -> None:
+        async with Context(client_config(port)) as ctx:
+            with pytest.raises(ChannelTimeout, match=rf"'T:NOPE'.*127\.0\.0\.1:{port}"):
+                await ctx.connect("T:NOPE", timeout=0.5)
+
+    run(scenario)
+
+
+def test_server_started_after_the_client_and_restarted_mid_subscription() -> None:
+    port = free_port()
+    env = ca_environment(port, free_port())
+
+    async def scenario() -> None:
+        async with Context(client_config(port)) as ctx:
+            lo = ctx.channel("T:LO")  # searching before any server exists
+            await asyncio.sleep(0.3)
+            stack = contextlib.ExitStack()
+            with stack:
+                stack.enter_context(process_until_ready(CAIOC, env))
+                await lo.wait_for_connection(timeout=5)
+                subscription = await lo.subscribe()
+                assert (await asyncio.wait_for(subscription.__anext__(), 5)).value == 7
+            # the server is gone; a new one comes up on the same port
+            await asyncio.sleep(0.2)
+            assert not lo.connected.is_set()
+            with process_until_ready(CAIOC, env):
+                await lo.wait_for_connection(timeout=10)
+                # the subscription was re-established by itself
+                reading = await asyncio.wait_for(subscription.__anext__(), 5)
+                assert reading.value == 7
+                await lo.write(99)
+                while (await asyncio.wait_for(subscription.__anext__(), 5)).value != 99:
+                    pass
+
+    run(scenario)
