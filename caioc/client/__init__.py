@@ -15,6 +15,7 @@ from ._context import (
     ServerError,
     Subscription,
 )
+from ._threaded import ThreadedContext, shared_context
 
 __all__ = [
     "Channel",
@@ -26,4 +27,6 @@ __all__ = [
     "Reading",
     "ServerError",
     "Subscription",
+    "ThreadedContext",
+    "shared_context",
 ]
