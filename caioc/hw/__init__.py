@@ -1,0 +1,91 @@
+"""The hardware layer: transports, their simulators, and hardware errors.
+
+Transports wrap the usual Linux libraries (smbus2 for I2C, spidev for
+SPI, pyserial for serial ports, a GPIO backend) so that blocking calls
+never run on the event loop, every call has a timeout, and faults arrive
+as the exceptions of :mod:`caioc.hw._errors`, each naming the EPICS alarm
+it maps to. Simulated backends live in :mod:`caioc.hw.sim`; time in them
+runs on a :class:`VirtualClock` when a test wants it to.
+
+Real and simulated, side by side:
+
+* I2C: ``I2CBus(1)``, or ``I2CBus(SimulatedI2CBus(1, clock=clock))``
+* SPI: ``SPIBus(0)``, or ``SPIBus(0, spidev_factory=SimulatedSPIBus(0))``
+* serial: ``SerialPort("/dev/ttyUSB0")``, or ``SerialPort(instrument.path)``
+  for a started :class:`~caioc.hw.sim.SimulatedInstrument`
+* GPIO: ``load_backend("gpiod")``, or ``load_backend("sim")`` (the
+  default on a machine without GPIO hardware)
+
+Each bus or port owns one worker thread (:class:`BusWorker`); its calls
+run there one at a time, from threads (``bus.read_byte_data(...)``) or
+coroutines (``await bus.read_byte_data_async(...)``) alike.
+"""
+
+from ._clock import REAL_CLOCK, Clock, RealClock, TimerHandle, VirtualClock, VirtualClockStalled
+from ._errors import (
+    BackendUnavailable,
+    BadReply,
+    BusTimeout,
+    DeviceClosed,
+    DeviceUnplugged,
+    HardwareError,
+    NoAcknowledge,
+    PartialReply,
+    PinError,
+    UnsupportedOperation,
+)
+from ._worker import BusWorker
+from .gpio import (
+    BACKENDS,
+    BackendInfo,
+    Direction,
+    Edge,
+    EdgeEvent,
+    GPIOBackend,
+    Pin,
+    Pull,
+    detect_backend,
+    load_backend,
+    parse_pin,
+)
+from .i2c import I2CBus, I2CDevice, SMBusLike
+from .serial import SerialPort
+from .spi import SPIBus, SPIDevice, SpiDevLike
+
+__all__ = [
+    "BACKENDS",
+    "REAL_CLOCK",
+    "BackendInfo",
+    "BackendUnavailable",
+    "BadReply",
+    "BusTimeout",
+    "BusWorker",
+    "Clock",
+    "DeviceClosed",
+    "DeviceUnplugged",
+    "Direction",
+    "Edge",
+    "EdgeEvent",
+    "GPIOBackend",
+    "HardwareError",
+    "I2CBus",
+    "I2CDevice",
+    "NoAcknowledge",
+    "PartialReply",
+    "Pin",
+    "PinError",
+    "Pull",
+    "RealClock",
+    "SMBusLike",
+    "SPIBus",
+    "SPIDevice",
+    "SerialPort",
+    "SpiDevLike",
+    "TimerHandle",
+    "UnsupportedOperation",
+    "VirtualClock",
+    "VirtualClockStalled",
+    "detect_backend",
+    "load_backend",
+    "parse_pin",
+]

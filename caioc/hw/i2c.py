@@ -1,0 +1,569 @@
+"""I2C: a bus (smbus2 on its own worker thread) and devices on it.
+
+:class:`I2CBus` wraps an :class:`smbus2.SMBus` (or anything with the same
+methods, such as :class:`caioc.hw.sim.SimulatedI2CBus`). Every call runs
+on the bus's one worker thread, in order, and gives up after the bus
+timeout with :class:`~caioc.hw.BusTimeout`, so a wedged bus never blocks
+the caller for ever and never blocks the event loop: each method has an
+``..._async`` twin that awaits the worker.
+
+Errors from the kernel are translated here, at the boundary, into the
+domain exceptions of :mod:`caioc.hw`:
+
+=================================  =====================================
+``OSError`` errno                  raised as
+=================================  =====================================
+EREMOTEIO (121), ENXIO (6)         :class:`~caioc.hw.NoAcknowledge`
+ETIMEDOUT (110)                    :class:`~caioc.hw.BusTimeout`
+ENODEV, ENOENT, EBADF, ESHUTDOWN   :class:`~caioc.hw.DeviceUnplugged`
+any other                          :class:`~caioc.hw.HardwareError`
+=================================  =====================================
+
+:class:`I2CDevice` is an address on a bus, in the style of Adafruit
+BusDevice's ``I2CDevice``: it reads into caller buffers
+(:meth:`~I2CDevice.readinto`, :meth:`~I2CDevice.write_then_readinto`),
+closes idempotently, works as a context manager and raises
+:class:`~caioc.hw.DeviceClosed` when used after ``close()``.
+
+Combined write-then-read transfers (:meth:`I2CBus.write_then_read`) use
+``i2c_rdwr`` with a repeated start, so they have no 32-byte SMBus limit.
+Any other smbus2 call runs on the worker through :meth:`I2CBus.call`
+(``bus.call(lambda smbus: smbus.read_i2c_block_data(0x48, 0, 8))``), for
+example on an SMBus-only adapter that has no ``i2c_rdwr``.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from smbus2 import SMBus, i2c_msg
+
+from caioc.ca import AlarmStatus
+
+from ._clock import REAL_CLOCK, Clock
+from ._errors import BusTimeout, DeviceClosed, DeviceUnplugged, HardwareError, NoAcknowledge
+from ._worker import BusWorker
+
+__all__ = ["I2CBus", "I2CDevice", "SMBusLike"]
+
+T = TypeVar("T")
+
+_NACK_ERRNOS = frozenset({errno.EREMOTEIO, errno.ENXIO})
+_GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT, errno.EBADF, errno.ESHUTDOWN})
+
+Buffer = bytes | bytearray | memoryview
+WritableBuffer = bytearray | memoryview
+
+
+class SMBusLike(Protocol):
+    """The part of :class:`smbus2.SMBus` that :class:`I2CBus` uses."""
+
+    def close(self) -> None:
+        """Release the bus."""
+        ...
+
+    def write_quick(self, i2c_addr: int, /) -> None:
+        """Address the device with no data (a presence probe)."""
+        ...
+
+    def read_byte(self, i2c_addr: int, /) -> int:
+        """Read one byte with no register."""
+        ...
+
+    def write_byte(self, i2c_addr: int, value: int, /) -> None:
+        """Write one byte with no register."""
+        ...
+
+    def read_byte_data(self, i2c_addr: int, register: int, /) -> int:
+        """Read the byte at *register*."""
+        ...
+
+    def write_byte_data(self, i2c_addr: int, register: int, value: int, /) -> None:
+        """Write *value* to *register*."""
+        ...
+
+    def read_word_data(self, i2c_addr: int, register: int, /) -> int:
+        """Read a little-endian 16-bit word at *register*."""
+        ...
+
+    def write_word_data(self, i2c_addr: int, register: int, value: int, /) -> None:
+        """Write a little-endian 16-bit word to *register*."""
+        ...
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int, /) -> list[int]:
+        """Read up to 32 bytes from *register* on."""
+        ...
+
+    def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int], /) -> None:
+        """Write up to 32 bytes from *register* on."""
+        ...
+
+    def i2c_rdwr(self, *i2c_msgs: i2c_msg) -> None:
+        """Run several messages as one transfer with repeated starts."""
+        ...
+
+
+def _message_bytes(message: Any) -> bytes:
+    # smbus2's stub types __bytes__ as returning str; at run time it is bytes.
+    return bytes(message)
+
+
+def _translate(exc: OSError, description: str, source: str, write: bool) -> HardwareError:
+    """The domain exception for an OSError raised by an SMBus call."""
+    kind = AlarmStatus.WRITE if write else AlarmStatus.READ
+    message = f"{source}: {description}: {exc.strerror or exc}"
+    if exc.errno in _NACK_ERRNOS:
+        return NoAcknowledge(message, kind=kind, source=source, error_number=exc.errno or 0)
+    if exc.errno == errno.ETIMEDOUT:
+        return BusTimeout(message, source=source)
+    if exc.errno in _GONE_ERRNOS:
+        return DeviceUnplugged(message, source=source)
+    return HardwareError(message, kind=kind, source=source)
+
+
+class I2CBus:
+    """An I2C bus whose calls run serialised on one worker thread.
+
+    *bus* is an adapter number (``1`` for ``/dev/i2c-1``), a device path, or
+    an object with the :class:`smbus2.SMBus` methods (a simulated bus);
+    the :class:`I2CBus` owns it and closes it on :meth:`close`.
+
+    *timeout* (seconds) bounds every call, including time spent queued
+    behind other calls. *clock* measures it; by default the backend's own
+    ``clock`` attribute when it has one (a simulated bus on a virtual
+    clock), else the real clock.
+    """
+
+    def __init__(
+        self,
+        bus: int | str | SMBusLike,
+        *,
+        timeout: float = 1.0,
+        clock: Clock | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(bus, int | str):
+            label = f"i2c-{bus}" if isinstance(bus, int) else bus
+            try:
+                backend: SMBusLike = SMBus(bus)
+            except FileNotFoundError as exc:
+                raise DeviceUnplugged(
+                    f"{label}: no such I2C adapter ({exc})", source=label
+                ) from exc
+            except PermissionError as exc:
+                raise HardwareError(
+                    f"{label}: permission denied (is the user in the i2c group?)", source=label
+                ) from exc
+        else:
+            backend = bus
+            label = str(getattr(bus, "name", None) or "i2c")
+        self.name = name or label
+        self.timeout = timeout
+        self.clock: Clock = clock or getattr(backend, "clock", None) or REAL_CLOCK
+        self._smbus = backend
+        self._worker = BusWorker(self.name, clock=self.clock)
+
+    def __repr__(self) -> str:
+        return f"<I2CBus {self.name}{' closed' if self.closed else ''}>"
+
+    def __enter__(self) -> I2CBus:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._worker.closed
+
+    @property
+    def worker(self) -> BusWorker:
+        """The worker thread's owner (for diagnostics and tests)."""
+        return self._worker
+
+    def close(self) -> None:
+        """Stop the worker and close the adapter; idempotent."""
+        if self._worker.closed:
+            return
+        self._worker.shutdown()
+        # Close from here, not on the worker: if the worker is wedged in a
+        # call, closing the adapter is what may set it free.
+        self._smbus.close()
+        self._worker.join()
+
+    def device(self, address: int, *, probe: bool = False) -> I2CDevice:
+        """An :class:`I2CDevice` at *address* on this bus."""
+        return I2CDevice(self, address, probe=probe)
+
+    # The one place calls enter the worker; errors are translated there.
+
+    def _job(
+        self, description: str, write: bool, function: Callable[[SMBusLike], T]
+    ) -> Callable[[], T]:
+        smbus, name = self._smbus, self.name
+
+        def job() -> T:
+            try:
+                return function(smbus)
+            except OSError as exc:
+                if isinstance(exc, HardwareError):
+                    raise
+                raise _translate(exc, description, name, write) from exc
+
+        return job
+
+    def call(
+        self,
+        function: Callable[[SMBusLike], T],
+        *,
+        description: str = "call",
+        write: bool = False,
+        timeout: float | None = None,
+    ) -> T:
+        """Run ``function(smbus)`` on the worker: the escape hatch for other calls.
+
+        *write* says which alarm a failure maps to; *timeout* overrides the
+        bus timeout for this call.
+        """
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        job = self._job(description, write, function)
+        return self._worker.call(job, description, self.timeout if timeout is None else timeout)
+
+    async def call_async(
+        self,
+        function: Callable[[SMBusLike], T],
+        *,
+        description: str = "call",
+        write: bool = False,
+        timeout: float | None = None,
+    ) -> T:
+        """Like :meth:`call`, awaiting the worker without blocking the loop."""
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        job = self._job(description, write, function)
+        limit = self.timeout if timeout is None else timeout
+        return await self._worker.call_async(job, description, limit)
+
+    # Operations: each builds (description, direction, function) once, and
+    # the sync and async methods share it.
+
+    @staticmethod
+    def _probe(address: int) -> tuple[str, bool, Callable[[SMBusLike], None]]:
+        return f"probe 0x{address:02x}", True, lambda bus: bus.write_quick(address)
+
+    @staticmethod
+    def _read_byte_data(
+        address: int, register: int
+    ) -> tuple[str, bool, Callable[[SMBusLike], int]]:
+        return (
+            f"read_byte_data(0x{address:02x}, 0x{register:02x})",
+            False,
+            lambda bus: bus.read_byte_data(address, register),
+        )
+
+    @staticmethod
+    def _write_byte_data(
+        address: int, register: int, value: int
+    ) -> tuple[str, bool, Callable[[SMBusLike], None]]:
+        return (
+            f"write_byte_data(0x{address:02x}, 0x{register:02x})",
+            True,
+            lambda bus: bus.write_byte_data(address, register, value),
+        )
+
+    @staticmethod
+    def _read_word_data(
+        address: int, register: int
+    ) -> tuple[str, bool, Callable[[SMBusLike], int]]:
+        return (
+            f"read_word_data(0x{address:02x}, 0x{register:02x})",
+            False,
+            lambda bus: bus.read_word_data(address, register),
+        )
+
+    @staticmethod
+    def _write_word_data(
+        address: int, register: int, value: int
+    ) -> tuple[str, bool, Callable[[SMBusLike], None]]:
+        return (
+            f"write_word_data(0x{address:02x}, 0x{register:02x})",
+            True,
+            lambda bus: bus.write_word_data(address, register, value),
+        )
+
+    @staticmethod
+    def _transfer(
+        address: int, data: Buffer, length: int
+    ) -> tuple[str, bool, Callable[[SMBusLike], bytes]]:
+        out = bytes(data)
+        if not out and not length:
+            raise ValueError("nothing to transfer: no bytes to write and none to read")
+
+        def run(bus: SMBusLike) -> bytes:
+            messages = []
+            if out:
+                messages.append(i2c_msg.write(address, out))
+            if length:
+                messages.append(i2c_msg.read(address, length))
+            bus.i2c_rdwr(*messages)
+            return _message_bytes(messages[-1]) if length else b""
+
+        if out and length:
+            what = f"write {len(out)} then read {length} bytes at 0x{address:02x}"
+        elif out:
+            what = f"write {len(out)} bytes at 0x{address:02x}"
+        else:
+            what = f"read {length} bytes at 0x{address:02x}"
+        return what, not length, run
+
+    def probe(self, address: int) -> bool:
+        """True if a device acknowledges *address* (an SMBus quick write)."""
+        try:
+            description, write, function = self._probe(address)
+            self.call(function, description=description, write=write)
+        except NoAcknowledge:
+            return False
+        return True
+
+    async def probe_async(self, address: int) -> bool:
+        """Like :meth:`probe`, awaiting the worker."""
+        try:
+            description, write, function = self._probe(address)
+            await self.call_async(function, description=description, write=write)
+        except NoAcknowledge:
+            return False
+        return True
+
+    def read_byte_data(self, address: int, register: int) -> int:
+        """Read the byte at *register* of the device at *address*."""
+        description, write, function = self._read_byte_data(address, register)
+        return self.call(function, description=description, write=write)
+
+    async def read_byte_data_async(self, address: int, register: int) -> int:
+        """Like :meth:`read_byte_data`, awaiting the worker."""
+        description, write, function = self._read_byte_data(address, register)
+        return await self.call_async(function, description=description, write=write)
+
+    def write_byte_data(self, address: int, register: int, value: int) -> None:
+        """Write the byte *value* to *register*."""
+        description, write, function = self._write_byte_data(address, register, value)
+        self.call(function, description=description, write=write)
+
+    async def write_byte_data_async(self, address: int, register: int, value: int) -> None:
+        """Like :meth:`write_byte_data`, awaiting the worker."""
+        description, write, function = self._write_byte_data(address, register, value)
+        await self.call_async(function, description=description, write=write)
+
+    def read_word_data(self, address: int, register: int) -> int:
+        """Read the SMBus (little-endian) 16-bit word at *register*."""
+        description, write, function = self._read_word_data(address, register)
+        return self.call(function, description=description, write=write)
+
+    async def read_word_data_async(self, address: int, register: int) -> int:
+        """Like :meth:`read_word_data`, awaiting the worker."""
+        description, write, function = self._read_word_data(address, register)
+        return await self.call_async(function, description=description, write=write)
+
+    def write_word_data(self, address: int, register: int, value: int) -> None:
+        """Write the SMBus (little-endian) 16-bit word *value* to *register*."""
+        description, write, function = self._write_word_data(address, register, value)
+        self.call(function, description=description, write=write)
+
+    async def write_word_data_async(self, address: int, register: int, value: int) -> None:
+        """Like :meth:`write_word_data`, awaiting the worker."""
+        description, write, function = self._write_word_data(address, register, value)
+        await self.call_async(function, description=description, write=write)
+
+    def write_then_read(self, address: int, data: Buffer, length: int) -> bytes:
+        """Write *data*, then (repeated start) read *length* bytes; no size limit.
+
+        Either side may be empty: ``write_then_read(a, b"", 6)`` is a plain
+        read, ``write_then_read(a, b"\\x01\\x02", 0)`` a plain write.
+        """
+        description, write, function = self._transfer(address, data, length)
+        return self.call(function, description=description, write=write)
+
+    async def write_then_read_async(self, address: int, data: Buffer, length: int) -> bytes:
+        """Like :meth:`write_then_read`, awaiting the worker."""
+        description, write, function = self._transfer(address, data, length)
+        return await self.call_async(function, description=description, write=write)
+
+    def read_block(self, address: int, register: int, length: int) -> bytes:
+        """Read *length* bytes from *register* on (the device auto-increments)."""
+        return self.write_then_read(address, bytes([register]), length)
+
+    async def read_block_async(self, address: int, register: int, length: int) -> bytes:
+        """Like :meth:`read_block`, awaiting the worker."""
+        return await self.write_then_read_async(address, bytes([register]), length)
+
+    def write_block(self, address: int, register: int, data: Buffer) -> None:
+        """Write *data* to *register* on, in one transfer; no size limit."""
+        self.write_then_read(address, bytes([register]) + bytes(data), 0)
+
+    async def write_block_async(self, address: int, register: int, data: Buffer) -> None:
+        """Like :meth:`write_block`, awaiting the worker."""
+        await self.write_then_read_async(address, bytes([register]) + bytes(data), 0)
+
+
+def _window(buffer: Buffer, start: int, end: int | None) -> memoryview:
+    view = memoryview(buffer)
+    if view.itemsize != 1:
+        view = view.cast("B")
+    return view[start:end]
+
+
+class I2CDevice:
+    """One device on an :class:`I2CBus`: the bus plus an address.
+
+    With *probe* the constructor checks that something acknowledges the
+    address and raises :class:`~caioc.hw.NoAcknowledge` if not. Closing a
+    device does not close the bus, which other devices share.
+    """
+
+    def __init__(self, bus: I2CBus, address: int, *, probe: bool = False) -> None:
+        if not 0 <= address <= 0x7F:
+            raise ValueError(f"I2C address {address!r} is not 7-bit")
+        self.bus = bus
+        self.address = address
+        self.name = f"{bus.name} 0x{address:02x}"
+        self._closed = False
+        if probe and not bus.probe(address):
+            raise NoAcknowledge(f"{self.name}: no device answers", source=self.name)
+
+    def __repr__(self) -> str:
+        return f"<I2CDevice {self.name}{' closed' if self._closed else ''}>"
+
+    def __enter__(self) -> I2CDevice:
+        self._check()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Forget the device; idempotent. The bus stays open."""
+        self._closed = True
+
+    def _check(self) -> None:
+        if self._closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+
+    def readinto(self, buffer: WritableBuffer, *, start: int = 0, end: int | None = None) -> None:
+        """Fill ``buffer[start:end]`` with bytes read from the device."""
+        self._check()
+        window = _window(buffer, start, end)
+        window[:] = self.bus.write_then_read(self.address, b"", len(window))
+
+    async def readinto_async(
+        self, buffer: WritableBuffer, *, start: int = 0, end: int | None = None
+    ) -> None:
+        """Like :meth:`readinto`, awaiting the bus worker."""
+        self._check()
+        window = _window(buffer, start, end)
+        window[:] = await self.bus.write_then_read_async(self.address, b"", len(window))
+
+    def write(self, buffer: Buffer, *, start: int = 0, end: int | None = None) -> None:
+        """Write ``buffer[start:end]`` to the device."""
+        self._check()
+        self.bus.write_then_read(self.address, _window(buffer, start, end), 0)
+
+    async def write_async(self, buffer: Buffer, *, start: int = 0, end: int | None = None) -> None:
+        """Like :meth:`write`, awaiting the bus worker."""
+        self._check()
+        await self.bus.write_then_read_async(self.address, _window(buffer, start, end), 0)
+
+    def write_then_readinto(
+        self,
+        out_buffer: Buffer,
+        in_buffer: WritableBuffer,
+        *,
+        out_start: int = 0,
+        out_end: int | None = None,
+        in_start: int = 0,
+        in_end: int | None = None,
+    ) -> None:
+        """Write ``out_buffer[out_start:out_end]``, then read into ``in_buffer[in_start:in_end]``.
+
+        One transfer with a repeated start between the two halves, as most
+        register-addressed sensors expect.
+        """
+        self._check()
+        out = _window(out_buffer, out_start, out_end)
+        window = _window(in_buffer, in_start, in_end)
+        window[:] = self.bus.write_then_read(self.address, out, len(window))
+
+    async def write_then_readinto_async(
+        self,
+        out_buffer: Buffer,
+        in_buffer: WritableBuffer,
+        *,
+        out_start: int = 0,
+        out_end: int | None = None,
+        in_start: int = 0,
+        in_end: int | None = None,
+    ) -> None:
+        """Like :meth:`write_then_readinto`, awaiting the bus worker."""
+        self._check()
+        out = _window(out_buffer, out_start, out_end)
+        window = _window(in_buffer, in_start, in_end)
+        window[:] = await self.bus.write_then_read_async(self.address, out, len(window))
+
+    def read_register(self, register: int) -> int:
+        """Read the byte at *register*."""
+        self._check()
+        return self.bus.read_byte_data(self.address, register)
+
+    async def read_register_async(self, register: int) -> int:
+        """Like :meth:`read_register`, awaiting the bus worker."""
+        self._check()
+        return await self.bus.read_byte_data_async(self.address, register)
+
+    def write_register(self, register: int, value: int) -> None:
+        """Write the byte *value* to *register*."""
+        self._check()
+        self.bus.write_byte_data(self.address, register, value)
+
+    async def write_register_async(self, register: int, value: int) -> None:
+        """Like :meth:`write_register`, awaiting the bus worker."""
+        self._check()
+        await self.bus.write_byte_data_async(self.address, register, value)
+
+    def read_registers(self, register: int, length: int) -> bytes:
+        """Read *length* bytes from *register* on, in one transfer."""
+        self._check()
+        return self.bus.read_block(self.address, register, length)
+
+    async def read_registers_async(self, register: int, length: int) -> bytes:
+        """Like :meth:`read_registers`, awaiting the bus worker."""
+        self._check()
+        return await self.bus.read_block_async(self.address, register, length)
+
+    def write_registers(self, register: int, data: Buffer) -> None:
+        """Write *data* to *register* on, in one transfer."""
+        self._check()
+        self.bus.write_block(self.address, register, data)
+
+    async def write_registers_async(self, register: int, data: Buffer) -> None:
+        """Like :meth:`write_registers`, awaiting the bus worker."""
+        self._check()
+        await self.bus.write_block_async(self.address, register, data)

@@ -1,0 +1,385 @@
+"""Serial ports: line-oriented queries over pyserial, from threads or asyncio.
+
+:class:`SerialPort` opens a port by path or by any pyserial URL
+(``/dev/ttyUSB0``, ``loop://``, ``socket://host:port``, ``spy://...``)
+through :func:`serial.serial_for_url`, and asks an instrument questions::
+
+    port = SerialPort("/dev/ttyUSB0", baudrate=115200, read_terminator="\\r\\n")
+    idn = port.query("*IDN?")                 # from a thread
+    volts = await port.query_async("MEAS?")   # from a coroutine
+
+How it runs, and why: every pyserial call of one port runs on that port's
+own worker thread (the same :class:`~caioc.hw.BusWorker` the I2C buses
+use), and asyncio callers await it. We chose that over fd-based reads on
+the event loop because
+
+* it works for every pyserial URL handler, several of which (``loop://``,
+  ``rfc2217://``) have no file descriptor to watch;
+* a query is one job on the worker, so queries from threads and from
+  coroutines are serialised in one FIFO and a reply can never be handed
+  to the wrong asker;
+* the reply and inter-byte timeouts are enforced in one place, in plain
+  blocking code, and the loop never runs a syscall on the port.
+
+The cost is one mostly idle thread per port, which a board with a handful
+of ports affords easily.
+
+Timeouts follow StreamDevice: *reply_timeout* for the first byte of a
+reply, *inter_byte_timeout* for each gap after it, and *query_timeout* for
+the whole query including time queued behind other queries. Faults arrive
+as :class:`~caioc.hw.BusTimeout` (no reply), :class:`~caioc.hw.PartialReply`
+(the reply stopped before its terminator), :class:`~caioc.hw.BadReply`
+(undecodable or not matching *expect*) and :class:`~caioc.hw.DeviceUnplugged`
+(the port vanished). After an unplug the port reopens itself on the next
+query, so a replugged instrument just works again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from types import TracebackType
+from typing import Any
+
+import serial  # type: ignore[import-untyped]  # pyserial ships no type hints
+
+from caioc.ca import AlarmStatus
+
+from ._errors import (
+    BadReply,
+    BusTimeout,
+    DeviceClosed,
+    DeviceUnplugged,
+    HardwareError,
+    PartialReply,
+)
+from ._worker import BusWorker
+
+try:
+    import termios
+
+    _PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, termios.error)
+except ImportError:  # not a POSIX system
+    _PORT_ERRORS = (serial.SerialException, OSError)
+
+__all__ = ["SerialPort"]
+
+# How long one pyserial read may block; the reply timeouts are checked at
+# least this often. Short enough for tight timeouts, long enough to idle.
+_POLL_INTERVAL = 0.02
+
+
+def _as_bytes(text: str | bytes, encoding: str) -> bytes:
+    return text.encode(encoding) if isinstance(text, str) else bytes(text)
+
+
+class SerialPort:
+    """A serial port for line-oriented command/reply instruments.
+
+    *url* is a device path or a pyserial URL. *baudrate*, *bytesize*,
+    *parity*, *stopbits*, *xonxoff* and *rtscts* are pyserial's framing
+    options. Commands are sent followed by *write_terminator*; replies end
+    with *read_terminator*; both are text in *encoding* (or bytes).
+
+    The port is opened on first use (or by :meth:`open`), never in the
+    constructor, so an instrument that is off at start-up is a fault to
+    report, not a crash. After a disconnect it is reopened on the next
+    call.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: float = 1,
+        xonxoff: bool = False,
+        rtscts: bool = False,
+        read_terminator: str | bytes = "\n",
+        write_terminator: str | bytes = "\n",
+        encoding: str = "ascii",
+        reply_timeout: float = 1.0,
+        inter_byte_timeout: float = 0.1,
+        write_timeout: float = 1.0,
+        query_timeout: float | None = None,
+        max_reply_bytes: int = 4096,
+        name: str | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name or url
+        self.encoding = encoding
+        self.read_terminator = _as_bytes(read_terminator, encoding)
+        self.write_terminator = _as_bytes(write_terminator, encoding)
+        if not self.read_terminator:
+            raise ValueError("read_terminator must not be empty")
+        self.reply_timeout = reply_timeout
+        self.inter_byte_timeout = inter_byte_timeout
+        self.write_timeout = write_timeout
+        self.query_timeout = (
+            query_timeout if query_timeout is not None else write_timeout + reply_timeout + 2.0
+        )
+        self.max_reply_bytes = max_reply_bytes
+        self.settings: dict[str, Any] = {
+            "baudrate": baudrate,
+            "bytesize": bytesize,
+            "parity": parity,
+            "stopbits": stopbits,
+            "xonxoff": xonxoff,
+            "rtscts": rtscts,
+            "write_timeout": write_timeout,
+            "timeout": max(0.001, min(_POLL_INTERVAL, inter_byte_timeout / 4, reply_timeout / 4)),
+        }
+        """Keyword arguments for :func:`serial.serial_for_url`."""
+        self._port: Any = None  # a serial.Serial, touched only on the worker
+        self._received = bytearray()  # bytes read past the last terminator
+        self._worker = BusWorker(f"serial {self.name}")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "connected" if self.connected else "disconnected"
+        return f"<SerialPort {self.name} {state}>"
+
+    def __enter__(self) -> SerialPort:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._worker.closed
+
+    @property
+    def connected(self) -> bool:
+        """True while the underlying port is open (it reopens on demand)."""
+        return self._port is not None
+
+    @property
+    def worker(self) -> BusWorker:
+        """The port's worker (for diagnostics and tests)."""
+        return self._worker
+
+    def close(self) -> None:
+        """Close the port and stop its worker; idempotent."""
+        if self._worker.closed:
+            return
+        # A wedged port is left to the abandoned worker.
+        with contextlib.suppress(HardwareError):
+            self._worker.call(self._disconnect, "close", self.write_timeout + 1.0)
+        self._worker.close()
+
+    # Public operations: each is one job on the worker.
+
+    def open(self) -> None:
+        """Open the port now (it otherwise opens on first use)."""
+        self._run(self._connect, "open", self.query_timeout)
+
+    async def open_async(self) -> None:
+        """Like :meth:`open`, awaiting the worker."""
+        await self._run_async(self._connect, "open", self.query_timeout)
+
+    def query(self, command: str, *, expect: str | re.Pattern[str] | None = None) -> str:
+        """Send *command* and return the reply line, without its terminator.
+
+        With *expect*, a reply that does not match it in full raises
+        :class:`~caioc.hw.BadReply`.
+        """
+        reply = self.query_bytes(command.encode(self.encoding) + self.write_terminator)
+        return self._decode(reply, expect)
+
+    async def query_async(
+        self, command: str, *, expect: str | re.Pattern[str] | None = None
+    ) -> str:
+        """Like :meth:`query`, awaiting the worker without blocking the loop."""
+        reply = await self.query_bytes_async(command.encode(self.encoding) + self.write_terminator)
+        return self._decode(reply, expect)
+
+    def query_bytes(self, data: bytes) -> bytes:
+        """Send *data* as it is and return the raw reply, without its terminator."""
+        deadline = time.monotonic() + self.query_timeout
+        return self._run(lambda: self._exchange(data, deadline), "query", self.query_timeout)
+
+    async def query_bytes_async(self, data: bytes) -> bytes:
+        """Like :meth:`query_bytes`, awaiting the worker."""
+        deadline = time.monotonic() + self.query_timeout
+        job = lambda: self._exchange(data, deadline)  # noqa: E731
+        return await self._run_async(job, "query", self.query_timeout)
+
+    def write_line(self, command: str) -> None:
+        """Send *command* and its terminator; expect no reply."""
+        data = command.encode(self.encoding) + self.write_terminator
+        self._run(lambda: self._send(data), "write", self.query_timeout)
+
+    async def write_line_async(self, command: str) -> None:
+        """Like :meth:`write_line`, awaiting the worker."""
+        data = command.encode(self.encoding) + self.write_terminator
+        await self._run_async(lambda: self._send(data), "write", self.query_timeout)
+
+    def read_line(self, timeout: float | None = None) -> str:
+        """Wait for one line the instrument sends unasked (at most *timeout*)."""
+        limit = self.reply_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit + self.query_timeout
+        line = self._run(lambda: self._receive(limit, deadline), "read", limit + self.query_timeout)
+        return self._decode(line, None)
+
+    async def read_line_async(self, timeout: float | None = None) -> str:
+        """Like :meth:`read_line`, awaiting the worker."""
+        limit = self.reply_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit + self.query_timeout
+        job = lambda: self._receive(limit, deadline)  # noqa: E731
+        return self._decode(await self._run_async(job, "read", limit + self.query_timeout), None)
+
+    # Plumbing shared by the sync and async faces.
+
+    def _run(self, job: Any, description: str, timeout: float) -> Any:
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        # The job watches its own deadline; the margin only catches a
+        # pyserial call that never returns.
+        return self._worker.call(job, description, timeout + 0.5)
+
+    async def _run_async(self, job: Any, description: str, timeout: float) -> Any:
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        return await self._worker.call_async(job, description, timeout + 0.5)
+
+    def _decode(self, reply: bytes, expect: str | re.Pattern[str] | None) -> str:
+        try:
+            text = reply.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            raise BadReply(
+                f"{self.name}: reply is not {self.encoding}: {reply!r}",
+                data=reply,
+                source=self.name,
+            ) from exc
+        if expect is not None and re.fullmatch(expect, text) is None:
+            pattern = expect.pattern if isinstance(expect, re.Pattern) else expect
+            raise BadReply(
+                f"{self.name}: reply {text!r} does not match {pattern!r}",
+                data=reply,
+                source=self.name,
+            )
+        return text
+
+    # Jobs: these run on the worker thread only.
+
+    def _connect(self) -> Any:
+        if self._port is None:
+            try:
+                self._port = serial.serial_for_url(self.url, **self.settings)
+            except _PORT_ERRORS as exc:
+                raise DeviceUnplugged(
+                    f"{self.name}: cannot open the port: {exc}", source=self.name
+                ) from exc
+            self._received.clear()
+        return self._port
+
+    def _disconnect(self) -> None:
+        port, self._port = self._port, None
+        self._received.clear()
+        if port is not None:
+            # The port may be gone already; closing it is all we wanted.
+            with contextlib.suppress(*_PORT_ERRORS):
+                port.close()
+
+    def _guarded(self, action: Any) -> Any:
+        """Run *action(port)*; a failing port is dropped and reported as unplugged."""
+        port = self._connect()
+        try:
+            return action(port)
+        except HardwareError:
+            raise
+        except serial.SerialTimeoutException as exc:
+            raise BusTimeout(
+                f"{self.name}: write timed out", kind=AlarmStatus.WRITE, source=self.name
+            ) from exc
+        except _PORT_ERRORS as exc:
+            self._disconnect()
+            raise DeviceUnplugged(f"{self.name}: port failed: {exc}", source=self.name) from exc
+
+    def _send(self, data: bytes) -> None:
+        self._guarded(lambda port: port.write(data))
+
+    def _exchange(self, data: bytes, deadline: float) -> bytes:
+        if time.monotonic() >= deadline:
+            # Queued too long: the asker has given up, so do not even ask.
+            raise BusTimeout(f"{self.name}: query not sent in time", source=self.name)
+        reopened = self._port is None
+        try:
+            self._start_exchange(data)
+        except DeviceUnplugged:
+            if reopened:
+                raise
+            # The port we had went stale while nobody used it (the device
+            # was unplugged and came back). Nothing was sent on the dead
+            # descriptor, so reopening and sending once more is safe.
+            self._start_exchange(data)
+        result: bytes = self._guarded(
+            lambda port: self._read_reply(port, self.reply_timeout, deadline)
+        )
+        return result
+
+    def _start_exchange(self, data: bytes) -> None:
+        def run(port: Any) -> None:
+            # Whatever arrived since the last query (a late reply to one
+            # that timed out) must not be taken as the answer to this one.
+            port.reset_input_buffer()
+            self._received.clear()
+            port.write(data)
+
+        self._guarded(run)
+
+    def _receive(self, first_byte_timeout: float, deadline: float) -> bytes:
+        result: bytes = self._guarded(
+            lambda port: self._read_reply(port, first_byte_timeout, deadline)
+        )
+        return result
+
+    def _read_reply(self, port: Any, first_byte_timeout: float, deadline: float) -> bytes:
+        buffer = self._received
+        terminator = self.read_terminator
+        start = time.monotonic()
+        last_byte = start if buffer else None
+        while True:
+            end = buffer.find(terminator)
+            if 0 <= end <= self.max_reply_bytes:
+                reply = bytes(buffer[:end])
+                del buffer[: end + len(terminator)]
+                return reply
+            if len(buffer) > self.max_reply_bytes:
+                data = bytes(buffer)
+                buffer.clear()
+                raise BadReply(
+                    f"{self.name}: no terminator in the first {self.max_reply_bytes} bytes",
+                    data=data,
+                    source=self.name,
+                )
+            chunk = port.read(port.in_waiting or 1)
+            now = time.monotonic()
+            if chunk:
+                buffer += chunk
+                last_byte = now
+                continue
+            if last_byte is None:
+                if now - start >= first_byte_timeout:
+                    raise BusTimeout(
+                        f"{self.name}: no reply within {first_byte_timeout} s", source=self.name
+                    )
+            elif now - last_byte >= self.inter_byte_timeout:
+                data = bytes(buffer)
+                buffer.clear()
+                raise PartialReply(
+                    f"{self.name}: reply stopped after {len(data)} bytes: {data!r}",
+                    data=data,
+                    source=self.name,
+                )
+            if now >= deadline:
+                raise BusTimeout(f"{self.name}: reply not complete in time", source=self.name)

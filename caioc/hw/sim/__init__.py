@@ -1,0 +1,31 @@
+"""Simulated hardware that ships with caioc: test drivers without a board.
+
+Each simulator speaks the same API as the real library underneath the
+matching transport (smbus2's ``SMBus``, spidev's ``SpiDev``, a pty that
+pyserial opens by path, a GPIO backend), so the real transport code runs
+unchanged over it, and each has behaviour (register maps, scripted
+replies, timing on a :class:`~caioc.hw.VirtualClock`) and injectable
+faults.
+"""
+
+from ._faults import BusFaults
+from ._registers import RegisterMap
+from .gpio import SimulatedGPIO, SimulatedPin
+from .i2c import I2CFaults, SimulatedI2CBus, SimulatedI2CDevice
+from .serial import SerialFaults, SimulatedInstrument
+from .spi import SimulatedSPIBus, SimulatedSpiDev, SimulatedSPIDevice
+
+__all__ = [
+    "BusFaults",
+    "I2CFaults",
+    "RegisterMap",
+    "SerialFaults",
+    "SimulatedGPIO",
+    "SimulatedI2CBus",
+    "SimulatedI2CDevice",
+    "SimulatedInstrument",
+    "SimulatedPin",
+    "SimulatedSPIBus",
+    "SimulatedSPIDevice",
+    "SimulatedSpiDev",
+]
