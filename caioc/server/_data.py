@@ -157,10 +157,14 @@ class ChannelEnum(ChannelData):
         *,
         enum_strings: Iterable[str] = (),
         enum_severities: Iterable[AlarmSeverity | int] | None = None,
+        states: int | None = None,
         **kwargs: Any,
     ) -> None:
         encoding = kwargs.get("encoding", "utf-8")
         self._enum_strings = check_enum_strings(enum_strings, encoding)
+        #: How many indices are valid; more than the (at most 16) strings for
+        #: a menu such as STAT, whose 22 conditions CA can only name 16 of.
+        self.states = len(self._enum_strings) if states is None else int(states)
         self._enum_severities = tuple(AlarmSeverity(s) for s in enum_severities or ())
         super().__init__(**kwargs)
 

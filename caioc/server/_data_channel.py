@@ -475,6 +475,17 @@ class ChannelData:
         clamped nor passed to ``put_hook``, and must fit the native type and
         ``max_length`` exactly (else :class:`ChannelValueError`).
         """
+        self.set_nowait(value, status=status, severity=severity, timestamp=timestamp)
+
+    def set_nowait(
+        self,
+        value: Any,
+        *,
+        status: AlarmStatus | int | None = None,
+        severity: AlarmSeverity | int | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """:meth:`set` for code that cannot await (callbacks, other threads' hand-offs)."""
         self._store(self._coerce(value), status, severity, timestamp)
 
     async def set_alarm(
@@ -573,7 +584,8 @@ class ChannelData:
 
     def _check_enum_index(self, values: Sequence[int] | np.ndarray) -> None:
         states = self._enum_states()
-        if states and len(values) and int(max(values)) >= len(states):
+        limit = max(getattr(self, "states", 0), len(states))
+        if states and len(values) and int(max(values)) >= limit:
             raise ChannelValueError(
                 ECA.PUTFAIL, f"enum index {int(max(values))} is not one of the states {states}"
             )

@@ -366,6 +366,10 @@ class _Circuit(asyncio.Protocol):
                 await data.write(request.data_type, request.data_count, request.payload)
             except ChannelError as error:
                 status, message = error.eca, str(error)
+        if self.ready:
+            # As rsrv posts monitors while processing the put, updates the
+            # put caused reach the client before its completion does.
+            self._flush_updates()
         if notify:
             self.send(
                 WriteNotifyResponse(request.data_type, request.data_count, status, request.ioid)
@@ -498,6 +502,8 @@ class Server:
                 if attempt == 0:
                     raise
                 log.info("TCP port %d is in use (%s); taking a free one", port, error)
+        if port == 0:
+            port = self.tcp_port  # "any port": searches go where circuits do
         for address in self._udp_addresses():
             # SO_REUSEADDR lets every IOC on the host bind the CA port; each
             # gets the broadcasts, which is how clients find them all.

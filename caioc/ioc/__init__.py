@@ -1,0 +1,11 @@
+"""The IOC toolkit: declarative PVs with record-like fields, hooks, a runner.
+
+See :class:`PVGroup` and :class:`pvproperty`; ``caioc.ioc_examples`` has
+runnable examples.
+"""
+
+from ._fields import FIELDS
+from ._group import PVGroup, SubGroup, pvproperty
+from ._run import ioc_arg_parser, run, serve
+
+__all__ = ["FIELDS", "PVGroup", "SubGroup", "ioc_arg_parser", "pvproperty", "run", "serve"]

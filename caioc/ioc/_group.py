@@ -1,0 +1,321 @@
+"""Declarative IOCs: PVs as class attributes of a :class:`PVGroup`.
+
+::
+
+    class Thermometer(PVGroup):
+        \"\"\"A thermometer on an I2C bus.\"\"\"
+
+        temperature = pvproperty(0.0, units="degC", precision=2, read_only=True,
+                                 doc="The latest reading")
+        setpoint = pvproperty(20.0, lower_ctrl_limit=5, upper_ctrl_limit=30)
+
+        @setpoint.putter
+        async def setpoint(self, instance, value):
+            if value > 25 and not self.allow_hot:
+                raise ValueError("above 25 degC needs allow_hot")
+            return value            # None keeps the value as given
+
+        @temperature.scan(period=1.0)
+        async def temperature(self, instance):
+            await instance.set(read_the_sensor())
+
+Each ``pvproperty`` becomes a :class:`~caioc.server.ChannelData` named
+``prefix + name`` with record-like field channels beside it (``.VAL``,
+``.DESC``, ``.EGU``, ``.PREC``, limits, ``.SEVR``, ``.STAT`` ...), see
+:mod:`._fields`. Hooks are plain ``async`` methods: ``getter`` runs before
+each client read, ``putter`` before each client put (raise to refuse it with
+a clear message), ``startup``/``shutdown`` when the IOC starts and stops,
+``scan`` periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..ca import ECA
+from ..server import (
+    ChannelChar,
+    ChannelData,
+    ChannelDouble,
+    ChannelEnum,
+    ChannelError,
+    ChannelInteger,
+    ChannelString,
+)
+from ._fields import add_fields
+
+__all__ = ["PVGroup", "SubGroup", "pvproperty"]
+
+log = logging.getLogger("caioc.ioc")
+
+Hook = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=Hook)
+
+_CHANNEL_OPTIONS = (
+    "units",
+    "precision",
+    "upper_disp_limit",
+    "lower_disp_limit",
+    "upper_alarm_limit",
+    "upper_warning_limit",
+    "lower_warning_limit",
+    "lower_alarm_limit",
+    "upper_ctrl_limit",
+    "lower_ctrl_limit",
+    "read_only",
+    "max_length",
+    "record_type",
+)
+
+
+def _channel_class(value: Any, dtype: type | None, enum_strings: Any) -> type[ChannelData]:
+    if dtype is not None:
+        if issubclass(dtype, ChannelData):
+            return dtype
+        sample = dtype()
+    else:
+        sample = value
+    if enum_strings is not None or isinstance(sample, bool):
+        return ChannelEnum
+    if isinstance(sample, (bytes, bytearray)):
+        return ChannelChar
+    if isinstance(sample, str):
+        return ChannelString
+    array = np.asarray(sample)
+    if array.dtype.kind in "iub":
+        return ChannelInteger
+    if array.dtype.kind == "f":
+        return ChannelDouble
+    if array.dtype.kind in "US":
+        return ChannelString
+    raise TypeError(f"cannot tell the channel type of {value!r}: give dtype=")
+
+
+class pvproperty:
+    """A PV declared as a class attribute of a :class:`PVGroup`."""
+
+    def __init__(
+        self,
+        value: Any = None,
+        *,
+        name: str | None = None,
+        dtype: type | None = None,
+        doc: str | None = None,
+        enum_strings: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - set(_CHANNEL_OPTIONS) - {"enum_severities"}
+        if unknown:
+            raise TypeError(f"pvproperty got unknown options {sorted(unknown)}")
+        self.value = value
+        self.name = name
+        self.attribute = ""
+        self.doc = doc or ""
+        self.enum_strings = enum_strings
+        self.options = options
+        self.channel_class = _channel_class(value, dtype, enum_strings)
+        self.hooks: dict[str, Hook] = {}
+        self.scan_period: float | None = None
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+        if self.name is None:
+            self.name = attribute
+
+    def __get__(self, group: PVGroup | None, owner: type) -> Any:
+        if group is None:
+            return self
+        return group.channels[self.attribute]
+
+    def _hook(self, kind: str) -> Callable[[F], pvproperty]:
+        def decorate(function: F) -> pvproperty:
+            if not asyncio.iscoroutinefunction(function):
+                raise TypeError(f"the {kind} of {self.attribute or 'a pvproperty'} must be async")
+            self.hooks[kind] = function
+            return self
+
+        return decorate
+
+    def getter(self, function: F) -> pvproperty:
+        """``async def f(self, instance) -> value | None`` before each read."""
+        return self._hook("getter")(function)
+
+    def putter(self, function: F) -> pvproperty:
+        """``async def f(self, instance, value) -> value | None`` before each put."""
+        return self._hook("putter")(function)
+
+    def startup(self, function: F) -> pvproperty:
+        """``async def f(self, instance)`` when the IOC starts."""
+        return self._hook("startup")(function)
+
+    def shutdown(self, function: F) -> pvproperty:
+        """``async def f(self, instance)`` when the IOC stops."""
+        return self._hook("shutdown")(function)
+
+    def scan(self, period: float) -> Callable[[F], pvproperty]:
+        """``async def f(self, instance)`` every ``period`` seconds."""
+        if period <= 0:
+            raise ValueError("a scan period must be positive")
+
+        def decorate(function: F) -> pvproperty:
+            self.scan_period = period
+            return self._hook("scan")(function)
+
+        return decorate
+
+    def make(self, group: PVGroup, full_name: str) -> ChannelData:
+        """The channel this property stands for in ``group``."""
+        options = dict(self.options)
+        if self.enum_strings is not None:
+            options["enum_strings"] = self.enum_strings
+        value = self.value
+        if self.channel_class is ChannelEnum and isinstance(value, bool):
+            value = int(value)
+            options.setdefault("enum_strings", ["False", "True"])
+        channel = self.channel_class(value=value, **options)
+        putter = self.hooks.get("putter")
+        if putter is not None:
+            channel.put_hook = _put_hook(group, putter, full_name)
+        getter = self.hooks.get("getter")
+        if getter is not None:
+            _wrap_read(channel, group, getter)
+        return channel
+
+
+def _put_hook(group: PVGroup, putter: Hook, name: str) -> Callable[..., Awaitable[Any]]:
+    async def hook(channel: ChannelData, value: Any) -> Any:
+        try:
+            return await putter(group, channel, value)
+        except ChannelError:
+            raise
+        except (ValueError, TypeError) as error:
+            # Validation: the client sees the reason (as the put's ECA text).
+            raise ChannelError(ECA.PUTFAIL, f"{name}: {error}") from error
+
+    return hook
+
+
+def _wrap_read(channel: ChannelData, group: PVGroup, getter: Hook) -> None:
+    read = channel.read
+
+    async def read_after_getter(data_type: int, data_count: int, client_version: int) -> Any:
+        value = await getter(group, channel)
+        if value is not None:
+            await channel.set(value)
+        return await read(data_type, data_count, client_version)
+
+    channel.read = read_after_getter  # type: ignore[method-assign]
+
+
+class SubGroup:
+    """A :class:`PVGroup` nested in another, under an extra prefix."""
+
+    def __init__(self, group: type[PVGroup], prefix: str = "", **kwargs: Any) -> None:
+        self.group = group
+        self.prefix = prefix
+        self.kwargs = kwargs
+        self.attribute = ""
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+        if not self.prefix:
+            self.prefix = f"{attribute}:"
+
+    def __get__(self, group: PVGroup | None, owner: type) -> Any:
+        if group is None:
+            return self
+        return group.groups[self.attribute]
+
+
+class PVGroup:
+    """A set of PVs declared with :class:`pvproperty`, served as one IOC.
+
+    ``prefix`` is put before every name; ``{macro}`` fields in names and
+    the prefix are filled from ``macros``.
+    """
+
+    def __init__(self, prefix: str = "", *, macros: Mapping[str, str] | None = None) -> None:
+        self.macros = dict(macros or {})
+        self.prefix = prefix.format(**self.macros)
+        self.channels: dict[str, ChannelData] = {}
+        self.groups: dict[str, PVGroup] = {}
+        self.pvdb: dict[str, Any] = {}
+        #: The PVs themselves, in declaration order (pvdb adds their fields).
+        self.pv_names: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        for attribute, declared in self._declared():
+            if isinstance(declared, pvproperty):
+                name = self.prefix + (declared.name or attribute).format(**self.macros)
+                if name in self.pvdb:
+                    raise ValueError(f"two PVs are named {name!r}")
+                channel = declared.make(self, name)
+                self.channels[attribute] = channel
+                self.pvdb[name] = channel
+                self.pv_names.append(name)
+                self.pvdb.update(add_fields(name, channel, declared.doc))
+            else:
+                sub = declared.group(
+                    self.prefix + declared.prefix.format(**self.macros),
+                    macros=self.macros,
+                    **declared.kwargs,
+                )
+                self.groups[attribute] = sub
+                clash = set(sub.pvdb) & set(self.pvdb)
+                if clash:
+                    raise ValueError(f"PV names used twice: {sorted(clash)}")
+                self.pvdb.update(sub.pvdb)
+                self.pv_names += sub.pv_names
+
+    @classmethod
+    def _declared(cls) -> Iterator[tuple[str, pvproperty | SubGroup]]:
+        seen: set[str] = set()
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                if isinstance(value, (pvproperty, SubGroup)) and attribute not in seen:
+                    seen.add(attribute)
+                    yield attribute, value
+
+    def _hooks(self, kind: str) -> Iterator[tuple[pvproperty, Hook, ChannelData]]:
+        for attribute, declared in self._declared():
+            if isinstance(declared, pvproperty) and kind in declared.hooks:
+                yield declared, declared.hooks[kind], self.channels[attribute]
+
+    async def startup(self) -> None:
+        """Run startup hooks, then start the scan loops (sub-groups too)."""
+        for _, hook, channel in self._hooks("startup"):
+            await hook(self, channel)
+        loop = asyncio.get_running_loop()
+        for declared, hook, channel in self._hooks("scan"):
+            assert declared.scan_period is not None
+            self._tasks.append(loop.create_task(self._scan(hook, channel, declared.scan_period)))
+        for group in self.groups.values():
+            await group.startup()
+
+    async def _scan(self, hook: Hook, channel: ChannelData, period: float) -> None:
+        loop = asyncio.get_running_loop()
+        next_time = loop.time()
+        while True:
+            try:
+                await hook(self, channel)
+            except Exception:  # a failing scan must not stop the IOC
+                log.exception("scan of %r failed", channel)
+            next_time += period
+            await asyncio.sleep(max(0.0, next_time - loop.time()))
+
+    async def shutdown(self) -> None:
+        """Stop the scan loops and run shutdown hooks (sub-groups first)."""
+        for group in self.groups.values():
+            await group.shutdown()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for _, hook, channel in self._hooks("shutdown"):
+            await hook(self, channel)

@@ -1,0 +1,96 @@
+"""Running an IOC from the command line: options EPICS users expect.
+
+``ioc_arg_parser`` gives every IOC script the same options (``--prefix``,
+``--list-pvs``, ``--interfaces``, ``-v``/``-q``, ``--macro NAME=VALUE``)
+and ``run`` serves a group until interrupted, running its startup and
+shutdown hooks around the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..server import Server, ServerConfig
+from ._group import PVGroup
+
+__all__ = ["ioc_arg_parser", "run"]
+
+
+def _macro(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"a macro is NAME=VALUE, not {text!r}")
+    return name, value
+
+
+def ioc_arg_parser(
+    default_prefix: str,
+    desc: str,
+    argv: Sequence[str] | None = None,
+    macros: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse the IOC options: (group options, run options)."""
+    parser = argparse.ArgumentParser(description=desc)
+    parser.add_argument("--prefix", default=default_prefix, help="PV name prefix")
+    parser.add_argument("--list-pvs", action="store_true", help="print the PVs when serving")
+    parser.add_argument(
+        "--interfaces",
+        nargs="+",
+        default=None,
+        help="addresses to serve on (default: EPICS_CAS_INTF_ADDR_LIST or all)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument(
+        "--macro", action="append", type=_macro, default=[], help="NAME=VALUE for {NAME}"
+    )
+    args = parser.parse_args(argv)
+    all_macros = {**(macros or {}), **dict(args.macro)}
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
+    return (
+        {"prefix": args.prefix, "macros": all_macros},
+        {"interfaces": args.interfaces, "list_pvs": args.list_pvs, "log_level": level},
+    )
+
+
+async def serve(
+    group: PVGroup,
+    *,
+    interfaces: list[str] | None = None,
+    list_pvs: bool = False,
+    log_level: int = logging.INFO,
+    config: ServerConfig | None = None,
+) -> None:
+    """Serve ``group`` until cancelled."""
+    config = config or ServerConfig.from_environment()
+    if interfaces:
+        config.interfaces = list(interfaces)
+    server = Server(group.pvdb, config)
+    await server.start()
+    await group.startup()
+    if list_pvs:
+        print("PVs:", flush=True)
+        for name in group.pv_names:
+            print(f"    {name}", flush=True)
+    logging.getLogger("caioc").info("IOC ready, %d channels", len(group.pvdb))
+    try:
+        await asyncio.Future()
+    finally:
+        await group.shutdown()
+        await server.stop()
+
+
+def run(group: PVGroup, **run_options: Any) -> None:
+    """Serve ``group`` until Ctrl-C (the end of every IOC script)."""
+    level = run_options.get("log_level", logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    if os.environ.get("PYTHONASYNCIODEBUG"):
+        logging.getLogger("asyncio").setLevel(logging.DEBUG)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(group, **run_options))

@@ -1,0 +1,1 @@
+"""Runnable example IOCs: ``python -m caioc.ioc_examples.simple --list-pvs``."""
