@@ -7,5 +7,15 @@ runnable examples.
 from ._fields import FIELDS
 from ._group import PVGroup, SubGroup, pvproperty
 from ._run import ioc_arg_parser, run, serve
+from ._stats import StatsGroup
 
-__all__ = ["FIELDS", "PVGroup", "SubGroup", "ioc_arg_parser", "pvproperty", "run", "serve"]
+__all__ = [
+    "FIELDS",
+    "PVGroup",
+    "StatsGroup",
+    "SubGroup",
+    "ioc_arg_parser",
+    "pvproperty",
+    "run",
+    "serve",
+]

@@ -131,7 +131,12 @@ class pvproperty:
     def __get__(self, group: PVGroup | None, owner: type) -> Any:
         if group is None:
             return self
-        return group.channels[self.attribute]
+        return group._channels[self.attribute]
+
+    def __set__(self, group: PVGroup, value: Any) -> None:
+        raise AttributeError(
+            f"{self.attribute} is a PV: use 'await group.{self.attribute}.set(value)'"
+        )
 
     def _hook(self, kind: str) -> Callable[[F], pvproperty]:
         def decorate(function: F) -> pvproperty:
@@ -230,7 +235,7 @@ class SubGroup:
     def __get__(self, group: PVGroup | None, owner: type) -> Any:
         if group is None:
             return self
-        return group.groups[self.attribute]
+        return group._groups[self.attribute]
 
 
 class PVGroup:
@@ -240,11 +245,20 @@ class PVGroup:
     the prefix are filled from ``macros``.
     """
 
+    #: Attribute names a PV or sub-group may not take.
+    RESERVED = frozenset({"prefix", "macros", "pvdb", "pv_names", "startup", "shutdown"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attribute, _ in cls._declared():
+            if attribute in cls.RESERVED:
+                raise TypeError(f"{cls.__name__}.{attribute}: that name is PVGroup's own")
+
     def __init__(self, prefix: str = "", *, macros: Mapping[str, str] | None = None) -> None:
         self.macros = dict(macros or {})
         self.prefix = prefix.format(**self.macros)
-        self.channels: dict[str, ChannelData] = {}
-        self.groups: dict[str, PVGroup] = {}
+        self._channels: dict[str, ChannelData] = {}
+        self._groups: dict[str, PVGroup] = {}
         self.pvdb: dict[str, Any] = {}
         #: The PVs themselves, in declaration order (pvdb adds their fields).
         self.pv_names: list[str] = []
@@ -255,7 +269,7 @@ class PVGroup:
                 if name in self.pvdb:
                     raise ValueError(f"two PVs are named {name!r}")
                 channel = declared.make(self, name)
-                self.channels[attribute] = channel
+                self._channels[attribute] = channel
                 self.pvdb[name] = channel
                 self.pv_names.append(name)
                 self.pvdb.update(add_fields(name, channel, declared.doc))
@@ -265,7 +279,7 @@ class PVGroup:
                     macros=self.macros,
                     **declared.kwargs,
                 )
-                self.groups[attribute] = sub
+                self._groups[attribute] = sub
                 clash = set(sub.pvdb) & set(self.pvdb)
                 if clash:
                     raise ValueError(f"PV names used twice: {sorted(clash)}")
@@ -284,7 +298,7 @@ class PVGroup:
     def _hooks(self, kind: str) -> Iterator[tuple[pvproperty, Hook, ChannelData]]:
         for attribute, declared in self._declared():
             if isinstance(declared, pvproperty) and kind in declared.hooks:
-                yield declared, declared.hooks[kind], self.channels[attribute]
+                yield declared, declared.hooks[kind], self._channels[attribute]
 
     async def startup(self) -> None:
         """Run startup hooks, then start the scan loops (sub-groups too)."""
@@ -294,7 +308,7 @@ class PVGroup:
         for declared, hook, channel in self._hooks("scan"):
             assert declared.scan_period is not None
             self._tasks.append(loop.create_task(self._scan(hook, channel, declared.scan_period)))
-        for group in self.groups.values():
+        for group in self._groups.values():
             await group.startup()
 
     async def _scan(self, hook: Hook, channel: ChannelData, period: float) -> None:
@@ -310,7 +324,7 @@ class PVGroup:
 
     async def shutdown(self) -> None:
         """Stop the scan loops and run shutdown hooks (sub-groups first)."""
-        for group in self.groups.values():
+        for group in self._groups.values():
             await group.shutdown()
         for task in self._tasks:
             task.cancel()

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..server import Server, ServerConfig
 from ._group import PVGroup
+from ._stats import attach_server, detach_server
 
 __all__ = ["ioc_arg_parser", "run"]
 
@@ -73,6 +74,7 @@ async def serve(
         config.interfaces = list(interfaces)
     server = Server(group.pvdb, config)
     await server.start()
+    attach_server(server)
     await group.startup()
     if list_pvs:
         print("PVs:", flush=True)
@@ -83,6 +85,7 @@ async def serve(
         await asyncio.Future()
     finally:
         await group.shutdown()
+        detach_server(server)
         await server.stop()
 
 

@@ -193,3 +193,40 @@ def test_simple_example_with_the_c_client() -> None:
         "desc": "An integer",
         "name": "simple:C",
     }
+
+
+def test_statistics_count_clients_and_channels() -> None:
+    from caioc.ioc import StatsGroup
+    from caioc.ioc._stats import attach_server, detach_server
+
+    class WithStats(PVGroup):
+        value = pvproperty(1.0)
+        stats = SubGroup(StatsGroup, prefix="stats:")
+
+    async def scenario() -> None:
+        ioc = WithStats("s:")
+        server = await _served(ioc)
+        attach_server(server)
+        try:
+            config = ClientConfig(search_addresses=[("127.0.0.1", server.tcp_port)])
+            async with Context(config) as ctx:
+                _, clients, channels, memory, pid = await ctx.connect(
+                    "s:value",
+                    "s:stats:clients",
+                    "s:stats:channels",
+                    "s:stats:memory",
+                    "s:stats:pid",
+                )
+                await ioc.stats.refresh()
+                assert (await clients.read()).value == 1
+                assert (await channels.read()).value == 5
+                assert 1.0 < (await memory.read()).value < 10_000.0
+                import os
+
+                assert (await pid.read()).value == os.getpid()
+        finally:
+            detach_server(server)
+            await ioc.shutdown()
+            await server.stop()
+
+    run(scenario)
