@@ -22,6 +22,7 @@ coroutines (``await bus.read_byte_data_async(...)``) alike.
 """
 
 from ._clock import REAL_CLOCK, Clock, RealClock, TimerHandle, VirtualClock, VirtualClockStalled
+from ._device import Device, reading, setting
 from ._errors import (
     BackendUnavailable,
     BadReply,
@@ -61,6 +62,7 @@ __all__ = [
     "BusTimeout",
     "BusWorker",
     "Clock",
+    "Device",
     "DeviceClosed",
     "DeviceUnplugged",
     "Direction",
@@ -88,4 +90,6 @@ __all__ = [
     "detect_backend",
     "load_backend",
     "parse_pin",
+    "reading",
+    "setting",
 ]

@@ -1,0 +1,313 @@
+"""Devices: hardware bound to PVs, with faults turned into EPICS alarms.
+
+A driver subclasses :class:`Device` (a :class:`~caioc.ioc.PVGroup`),
+implements ``open``/``probe``/``initialise``/``close`` and declares its
+quantities::
+
+    class Thermometer(Device):
+        temperature = reading(0.0, units="degC", precision=2, period=1.0)
+
+        @temperature.reader
+        async def temperature(self):
+            raw = await self.chip.read_registers_async(0xFA, 2)
+            return convert(raw)
+
+        setpoint = setting(20.0, units="degC")
+
+        @setpoint.writer
+        async def setpoint(self, value):
+            await self.chip.write_register_async(0x10, encode(value))
+
+What the framework does with them:
+
+* a reading is polled every ``period`` seconds (or set by I/O-interrupt
+  code with :meth:`Device.post`), each read bounded by ``timeout``;
+* a failed read keeps the last good value and its timestamp and raises the
+  alarm the fault names (timeout -> TIMEOUT, cut-off reply -> READ, bad
+  reply or wrong chip id -> CALC, all INVALID); a value never read is
+  UDF/INVALID; ``stale_after`` seconds without a good read raise TIMEOUT;
+* after ``comm_failures`` failures in a row, or an unplugged device, the
+  device counts as disconnected (COMM/INVALID on every reading) and is
+  reopened with back-off: ``open``, ``probe`` and ``initialise`` again;
+* a failed write refuses the client's put (ECA_PUTFAIL, with the reason)
+  and raises WRITE/INVALID on the setting;
+* status PVs ``connected``, ``error_count`` and ``last_error`` say how the
+  device is doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..ca import ECA, AlarmSeverity, AlarmStatus
+from ..ioc import PVGroup, pvproperty
+from ..server import ChannelData, ChannelError
+from ._errors import DeviceUnplugged, HardwareError
+
+__all__ = ["Device", "reading", "setting"]
+
+log = logging.getLogger("caioc.hw")
+
+Reader = Callable[[Any], Awaitable[Any]]
+Writer = Callable[[Any, Any], Awaitable[None]]
+
+
+def classify(error: BaseException) -> AlarmStatus:
+    """The EPICS alarm condition a failure maps to."""
+    if isinstance(error, HardwareError):
+        return error.kind
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return AlarmStatus.TIMEOUT
+    if isinstance(error, (ValueError, ArithmeticError)):
+        return AlarmStatus.CALC  # the device answered nonsense
+    if isinstance(error, (ConnectionError, OSError)):
+        return AlarmStatus.COMM
+    return AlarmStatus.READ
+
+
+class reading(pvproperty):
+    """A read-only PV whose value comes from the hardware."""
+
+    def __init__(
+        self,
+        value: Any = 0.0,
+        *,
+        period: float | None = 1.0,
+        timeout: float = 2.0,
+        stale_after: float | None = None,
+        **options: Any,
+    ) -> None:
+        options.setdefault("read_only", True)
+        super().__init__(value, **options)
+        self.period = period
+        self.timeout = timeout
+        self.stale_after = stale_after
+        self.read_function: Reader | None = None
+
+    def reader(self, function: Reader) -> reading:
+        """``async def f(self) -> value``: one hardware read."""
+        self.read_function = function
+        return self
+
+
+class setting(pvproperty):
+    """A writable PV whose puts go to the hardware."""
+
+    def __init__(self, value: Any = 0.0, *, timeout: float = 2.0, **options: Any) -> None:
+        super().__init__(value, **options)
+        self.timeout = timeout
+        self.write_function: Writer | None = None
+
+    def writer(self, function: Writer) -> setting:
+        """``async def f(self, value)``: one hardware write; raise to refuse."""
+        self.write_function = function
+        return self
+
+
+class Device(PVGroup):
+    """Hardware behind PVs; subclasses implement the lifecycle hooks."""
+
+    connected = pvproperty(0, enum_strings=["Disconnected", "Connected"], read_only=True)
+    error_count = pvproperty(0, read_only=True, doc="Failures since start")
+    last_error = pvproperty("", read_only=True, doc="The latest failure")
+
+    #: Failures in a row after which the device counts as disconnected.
+    comm_failures = 3
+    #: Reconnect back-off: first delay, factor, ceiling (seconds).
+    reconnect_delays = (0.1, 2.0, 10.0)
+
+    def __init__(self, prefix: str = "", **kwargs: Any) -> None:
+        super().__init__(prefix, **kwargs)
+        self._failures = 0
+        self._online = False
+        self._good: dict[str, float] = {}  # reading attribute -> monotonic time of last good
+        self._loops: list[asyncio.Task[None]] = []
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+        for attribute, declared in self._declared():
+            if isinstance(declared, reading):
+                # Never read yet: UDF/INVALID until the first good value.
+                channel = self._channels[attribute]
+                channel.set_nowait(channel.value, status=AlarmStatus.UDF, severity=3)
+            elif isinstance(declared, setting) and declared.write_function is not None:
+                self._channels[attribute].put_hook = self._put_hook(attribute, declared)
+
+    # -- what drivers implement -------------------------------------------------
+
+    async def open(self) -> None:
+        """Acquire the transport (open the bus, the port ...)."""
+
+    async def probe(self) -> None:
+        """Check the device is the expected one; raise BadReply if not."""
+
+    async def initialise(self) -> None:
+        """Configure the device after (re)connecting."""
+
+    async def close(self) -> None:
+        """Put the device in a safe state and release the transport."""
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Connect (or start reconnecting) and start polling."""
+        await super().startup()
+        await self._connect_or_retry()
+        loop = asyncio.get_running_loop()
+        for attribute, declared in self._declared():
+            if not isinstance(declared, reading) or declared.period is None:
+                continue
+            if declared.read_function is not None:
+                self._loops.append(loop.create_task(self._poll(attribute, declared)))
+
+    async def shutdown(self) -> None:
+        """Stop polling and reconnecting, then close the device (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [*self._loops, *([self._reconnecting] if self._reconnecting else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+        with contextlib.suppress(Exception):
+            await self.close()
+        await super().shutdown()
+
+    async def _connect_or_retry(self) -> None:
+        try:
+            await self._connect()
+        except Exception as error:
+            await self._went_offline(error)
+
+    async def _connect(self) -> None:
+        await self.open()
+        await self.probe()
+        await self.initialise()
+        self._online = True
+        self._failures = 0
+        await self.connected.set(1)
+
+    async def _went_offline(self, error: BaseException) -> None:
+        was_online = self._online
+        self._online = False
+        await self.connected.set(0)
+        await self._record_error(error)
+        for attribute, declared in self._declared():
+            if isinstance(declared, reading):
+                await self._channels[attribute].set_alarm(AlarmStatus.COMM, AlarmSeverity.INVALID)
+        if was_online:
+            log.warning("%s disconnected: %s", type(self).__name__, error)
+            with contextlib.suppress(Exception):
+                await self.close()
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        first, factor, ceiling = self.reconnect_delays
+        delay = first
+        while not self._closed:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except Exception as error:
+                await self._record_error(error)
+                with contextlib.suppress(Exception):
+                    await self.close()
+                delay = min(delay * factor, ceiling)
+                continue
+            log.info("%s reconnected", type(self).__name__)
+            return
+
+    async def _record_error(self, error: BaseException) -> None:
+        await self.error_count.set(int(self.error_count.value) + 1)
+        text = f"{type(error).__name__}: {error}"
+        await self.last_error.set(text.encode()[:39].decode(errors="ignore"))
+
+    # -- readings ---------------------------------------------------------------------
+
+    async def _poll(self, attribute: str, declared: reading) -> None:
+        assert declared.period is not None
+        loop = asyncio.get_running_loop()
+        next_time = loop.time()
+        while True:
+            if self._online:
+                await self.read_now(attribute)
+            elif declared.stale_after is not None:
+                await self._check_stale(attribute, declared)
+            next_time += declared.period
+            await asyncio.sleep(max(0.0, next_time - loop.time()))
+
+    async def read_now(self, attribute: str) -> Any:
+        """Read one reading from the hardware now; returns the value or None."""
+        declared = type(self)._declared_map()[attribute]
+        assert isinstance(declared, reading) and declared.read_function is not None
+        try:
+            value = await asyncio.wait_for(declared.read_function(self), declared.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._read_failed(attribute, declared, error)
+            return None
+        await self.post(attribute, value)
+        self._failures = 0
+        return value
+
+    async def post(self, attribute: str, value: Any) -> None:
+        """Publish a good value of a reading (polls and I/O interrupts use this)."""
+        channel = self._channels[attribute]
+        if isinstance(value, float) and math.isnan(value):
+            await channel.set(value)  # NaN is UDF by itself
+            return
+        await channel.set(value)
+        self._good[attribute] = time.monotonic()
+
+    async def _read_failed(self, attribute: str, declared: reading, error: BaseException) -> None:
+        self._failures += 1
+        await self._record_error(error)
+        channel = self._channels[attribute]
+        if isinstance(error, DeviceUnplugged) or self._failures >= self.comm_failures:
+            await self._went_offline(error)
+            return
+        # Keep the last good value and its timestamp; say what went wrong.
+        await channel.set_alarm(classify(error), AlarmSeverity.INVALID)
+
+    async def _check_stale(self, attribute: str, declared: reading) -> None:
+        assert declared.stale_after is not None
+        last = self._good.get(attribute)
+        if last is not None and time.monotonic() - last > declared.stale_after:
+            channel = self._channels[attribute]
+            if channel.alarm_status != AlarmStatus.COMM:
+                await channel.set_alarm(AlarmStatus.TIMEOUT, AlarmSeverity.INVALID)
+
+    # -- settings ------------------------------------------------------------------------
+
+    def _put_hook(self, attribute: str, declared: setting) -> Callable[..., Awaitable[Any]]:
+        async def hook(channel: ChannelData, value: Any) -> Any:
+            assert declared.write_function is not None
+            if not self._online:
+                raise ChannelError(ECA.PUTFAIL, f"{channel!r}: the device is disconnected")
+            try:
+                await asyncio.wait_for(declared.write_function(self, value), declared.timeout)
+            except ChannelError:
+                raise
+            except Exception as error:
+                await self._record_error(error)
+                await channel.set_alarm(AlarmStatus.WRITE, AlarmSeverity.INVALID)
+                if isinstance(error, DeviceUnplugged):
+                    await self._went_offline(error)
+                raise ChannelError(ECA.PUTFAIL, f"write failed: {error}") from error
+            return value
+
+        return hook
+
+    @classmethod
+    def _declared_map(cls) -> dict[str, Any]:
+        return dict(cls._declared())
