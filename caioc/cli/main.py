@@ -32,6 +32,7 @@ from ..ca import (
     WriteNotifyRequest,
     WriteNotifyResponse,
 )
+from . import board
 
 __all__ = ["main", "run_demo"]
 
@@ -99,7 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--prefix", default="caioc:demo:", help="PV name prefix of the demo IOC")
     parser.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
+    board.add_commands(parser)
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        try:
+            return int(args.handler(args))
+        except ValueError as error:  # BoardFileError: file:line: what is wrong
+            print(f"caioc: {error}", file=sys.stderr)
+            return 2
     print(_CAPABILITIES.format(version=__version__))
     if args.self_check:
         lines: list[str] = []

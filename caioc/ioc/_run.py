@@ -61,39 +61,49 @@ def ioc_arg_parser(
 
 
 async def serve(
-    group: PVGroup,
-    *,
+    *groups: PVGroup,
     interfaces: list[str] | None = None,
     list_pvs: bool = False,
     log_level: int = logging.INFO,
     config: ServerConfig | None = None,
 ) -> None:
-    """Serve ``group`` until cancelled."""
+    """Serve ``groups`` (one IOC) until cancelled."""
     config = config or ServerConfig.from_environment()
     if interfaces:
         config.interfaces = list(interfaces)
-    server = Server(group.pvdb, config)
+    pvdb: dict[str, Any] = {}
+    for group in groups:
+        clash = set(pvdb) & set(group.pvdb)
+        if clash:
+            raise ValueError(f"PV names used twice: {sorted(clash)[:5]}")
+        pvdb.update(group.pvdb)
+    server = Server(pvdb, config)
     await server.start()
     attach_server(server)
-    await group.startup()
-    if list_pvs:
-        print("PVs:", flush=True)
-        for name in group.pv_names:
-            print(f"    {name}", flush=True)
-    logging.getLogger("caioc").info("IOC ready, %d channels", len(group.pvdb))
+    started: list[PVGroup] = []
     try:
+        for group in groups:
+            await group.startup()
+            started.append(group)
+        if list_pvs:
+            print("PVs:", flush=True)
+            for group in groups:
+                for name in group.pv_names:
+                    print(f"    {name}", flush=True)
+        logging.getLogger("caioc").info("IOC ready, %d channels", len(pvdb))
         await asyncio.Future()
     finally:
-        await group.shutdown()
+        for group in reversed(started):
+            await group.shutdown()
         detach_server(server)
         await server.stop()
 
 
-def run(group: PVGroup, **run_options: Any) -> None:
-    """Serve ``group`` until Ctrl-C (the end of every IOC script)."""
+def run(*groups: PVGroup, **run_options: Any) -> None:
+    """Serve ``groups`` until Ctrl-C (the end of every IOC script)."""
     level = run_options.get("log_level", logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     if os.environ.get("PYTHONASYNCIODEBUG"):
         logging.getLogger("asyncio").setLevel(logging.DEBUG)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(group, **run_options))
+        asyncio.run(serve(*groups, **run_options))
