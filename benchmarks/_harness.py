@@ -13,7 +13,10 @@ Everything a benchmark script needs besides the work it measures:
   (the least disturbed run) with the median kept alongside;
 * :class:`Row` and :func:`print_table` -- a comparison table with rates and
   the caioc/reference ratio;
-* :func:`write_json` -- the same results plus the environment as JSON.
+* :func:`write_json` -- the same results plus the environment as JSON;
+* :func:`free_port` and :func:`process_cpu` -- for benchmarks that run
+  servers and clients as separate processes (a free loopback port; the CPU
+  time a process has used, from ``/proc``).
 
 The harness imports nothing from caioc or any peer, so every benchmark
 chooses what it loads. Importing it puts the repository root on
@@ -31,6 +34,7 @@ import json
 import math
 import os
 import platform
+import socket
 import statistics
 import sys
 import time
@@ -351,6 +355,74 @@ def print_table(
     text = format_table(headers, table, right={2, 3, 4, 5} if median else {2, 3, 4})
     print(text)
     return text
+
+
+# --------------------------------------------------------------------------
+# Peer processes (server and client benchmarks)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on ``host`` right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU time a process has used so far (all its threads), in seconds.
+
+    ``stat`` is user + system time from ``/proc/<pid>/stat`` (clock-tick
+    resolution, usually 10 ms; it includes threads that have exited).
+    ``sched`` is the sum of ``/proc/<pid>/task/*/schedstat`` (nanosecond
+    resolution, live threads only; None where the kernel does not offer it).
+    Subtract two samples for the CPU used in between.
+    """
+
+    stat: float
+    sched: float | None = None
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        sched = None
+        if self.sched is not None and other.sched is not None:
+            sched = self.sched - other.sched
+        return CpuTimes(self.stat - other.stat, sched)
+
+    @property
+    def best(self) -> float:
+        """The finer of the two measures (``sched`` when there is one)."""
+        return self.stat if self.sched is None else self.sched
+
+
+def process_cpu(pid: int) -> CpuTimes:
+    """User + system CPU time used so far by process ``pid`` (Linux ``/proc``)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return CpuTimes((utime + stime) / os.sysconf("SC_CLK_TCK"), _sched_seconds(pid))
+
+
+def _sched_seconds(pid: int) -> float | None:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        except (OSError, ValueError, IndexError):
+            return None
+    return total / 1e9
 
 
 # --------------------------------------------------------------------------

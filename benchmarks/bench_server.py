@@ -1,0 +1,1022 @@
+"""CA servers side by side: softioc (C rsrv), caioc and caproto under one libca workload.
+
+Each server runs in its own process on its own free loopback port, all
+three at once; the client is pyepics (the C client library libca) in
+processes of its own. Every server gets exactly the same work:
+
+1. connect 1000 channels in one batch (``ca_create_channel`` for all, then
+   one ``ca_pend_io`` until all are connected): seconds;
+2. get round trip of one DBR_DOUBLE: ``epics.ca.get`` in a loop, and the
+   bare libca round trip (``ca_array_get`` + ``ca_pend_io``): µs per get;
+3. put with completion: ``epics.ca.put(wait=True)`` in a loop, and the
+   bare libca round trip (``ca_sg_array_put`` + ``ca_sg_block``): µs per put;
+4. monitor throughput and loss: one client subscribes while another
+   process puts 10 000 values without waiting, once as a burst (libca
+   ``ca_array_put`` in a tight loop, one flush at the end) and once paced
+   (``epics.ca.put``, which flushes each put): updates received, lost %,
+   whether the last value arrived, how long until it did;
+5. get of a 1 MiB DOUBLE waveform (131072 elements): MB/s (10**6 bytes/s);
+6. the server's CPU time (user + system, all threads) during each phase,
+   from ``/proc``, so the table shows its cost per request beside the wall
+   time.
+
+The repeats run interleaved (softioc, caioc, caproto, then the next repeat
+in a rotated order), each in fresh client processes. Wall figures are the
+best repeat; CPU figures are the total over all repeats divided by the
+requests served; lost % is the mean over repeats.
+
+Run from the repository root: ``python benchmarks/bench_server.py`` (add
+``--quick`` for a smoke run, ``--json PATH`` to keep the results,
+``--servers caioc,softioc`` to choose the servers, ``--profile PATH`` to
+write a cProfile of the caioc server process).
+"""
+
+# Every peer is this same file started again with a hidden first argument
+# (``--peer ROLE SPEC``): the orchestrator imports no CA library at all,
+# each server process imports only its own, and libca reads its
+# environment once, in a process prepared for it.
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+
+SERVERS = ("softioc", "caioc", "caproto")
+#: Repeats of a full run (each is a few fresh client processes per server).
+DEFAULT_REPEATS = 5
+#: Element count of the 1 MiB DOUBLE waveform.
+WAVEFORM_LENGTH = 131072
+PREFIX = "BENCH:"
+GET_PV = PREFIX + "GET"
+PUT_PV = PREFIX + "PUT"
+MONITOR_PV = PREFIX + "MON"
+WAVEFORM_PV = PREFIX + "WF"
+#: Seconds the subscriber waits for the last value once the puts are sent;
+#: updates later than that count as lost.
+FINAL_WAIT = 10.0
+DBR_DOUBLE = 6
+ECA_NORMAL = 1
+CS_CONN = 2
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How much work one repeat does against one server."""
+
+    channels: int = 1000
+    gets: int = 5000
+    puts: int = 2000
+    monitor_puts: int = 10000
+    arrays: int = 30
+    #: Warm-up requests before each timed loop (first-call costs, caches).
+    warmup: int = 50
+    #: Seconds to let a server finish earlier work before a phase starts.
+    settle: float = 0.3
+
+
+FULL = Counts()
+QUICK = Counts(
+    channels=1000, gets=300, puts=200, monitor_puts=2000, arrays=3, warmup=10, settle=0.05
+)
+
+
+def channel_names(count: int) -> list[str]:
+    return [f"{PREFIX}C{i:04d}" for i in range(count)]
+
+
+def scalar_names(counts: Counts) -> list[str]:
+    return [GET_PV, PUT_PV, MONITOR_PV, *channel_names(counts.channels)]
+
+
+def ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
+    """EPICS variables for a loopback-only run (as tests/peers.py prepares them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    env.update(
+        EPICS_CA_AUTO_ADDR_LIST="NO",
+        EPICS_CA_ADDR_LIST="127.0.0.1",
+        EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
+        EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
+        EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
+        EPICS_CA_SERVER_PORT=str(server_port),
+        EPICS_CA_REPEATER_PORT=str(repeater_port),
+        EPICS_CA_MAX_ARRAY_BYTES="100000000",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+# ==========================================================================
+# Peers: the servers
+
+
+def serve_softioc(counts: Counts) -> None:
+    """softioc: plain soft records (pure C processing), served by rsrv."""
+    import tempfile
+
+    import numpy as np
+    from softioc import asyncio_dispatcher, builder, softioc
+
+    # Soft-channel ao records from a .db file: a put processes the record in
+    # C. (builder's aOut would call Python device support on every put.)
+    records = "".join(f'record(ao, "{name}") {{\n}}\n' for name in scalar_names(counts))
+    with tempfile.NamedTemporaryFile("w", suffix=".db", delete=False) as db:
+        db.write(records)
+    softioc.dbLoadDatabase(db.name)
+    os.unlink(db.name)
+    # Reads of a waveform never process it: rsrv copies the array in C.
+    builder.SetDeviceName(PREFIX.rstrip(":"))
+    builder.WaveformIn(
+        WAVEFORM_PV[len(PREFIX) :], initial_value=np.arange(WAVEFORM_LENGTH, dtype=np.float64)
+    )
+    builder.LoadDatabase()
+    softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
+    print("READY", flush=True)
+    softioc.non_interactive_ioc()
+
+
+def serve_caioc(counts: Counts, profile: str | None) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from caioc.server import Server, ServerConfig
+    from caioc.server._data import ChannelDouble
+
+    pvdb: dict[str, Any] = {name: ChannelDouble(value=0.0) for name in scalar_names(counts)}
+    pvdb[WAVEFORM_PV] = ChannelDouble(value=np.arange(WAVEFORM_LENGTH, dtype=np.float64))
+
+    async def main() -> None:
+        server = Server(pvdb, ServerConfig.from_environment())
+        await server.start()
+        print("READY", server.tcp_port, flush=True)
+        await asyncio.Future()
+
+    _run_maybe_profiled(lambda: asyncio.run(main()), profile)
+
+
+def serve_caproto(counts: Counts, profile: str | None) -> None:
+    import asyncio
+    import logging
+
+    import numpy as np
+    from caproto import ChannelDouble
+    from caproto.asyncio.server import Context
+
+    logging.getLogger("caproto").setLevel(logging.ERROR)
+    pvdb: dict[str, Any] = {name: ChannelDouble(value=0.0) for name in scalar_names(counts)}
+    pvdb[WAVEFORM_PV] = ChannelDouble(value=np.arange(WAVEFORM_LENGTH, dtype=np.float64))
+
+    async def ready(async_lib: object) -> None:
+        print("READY", context.port, flush=True)
+
+    context: Context
+
+    async def main() -> None:
+        nonlocal context
+        context = Context(pvdb)  # interfaces and ports from the environment
+        await context.run(startup_hook=ready)
+
+    _run_maybe_profiled(lambda: asyncio.run(main()), profile)
+
+
+def _run_maybe_profiled(run: Callable[[], None], profile: str | None) -> None:
+    """Run ``run``; with ``profile``, under cProfile, written there on SIGINT."""
+    if profile is None:
+        run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    def dump(signum: int, frame: object) -> None:
+        profiler.disable()
+        profiler.dump_stats(profile)
+        print("PROFILED", flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGINT, dump)
+    profiler.enable()
+    run()
+
+
+# ==========================================================================
+# Peers: the clients (pyepics / libca)
+
+
+def _libca() -> Any:
+    from epics import ca
+
+    return ca.initialize_libca()
+
+
+def _connect(name: str, timeout: float = 10.0) -> Any:
+    from epics import ca
+
+    chid = ca.create_channel(name)
+    if not ca.connect_channel(chid, timeout=timeout):
+        raise RuntimeError(f"{name} did not connect in {timeout} s")
+    return chid
+
+
+def _phase(server_pid: int, run: Callable[[], int], calls: int, settle: float) -> dict[str, Any]:
+    """Time ``run`` (which returns its failure count) with the server's CPU."""
+    time.sleep(settle)
+    cpu0, client0 = h.process_cpu(server_pid), time.process_time()
+    start = time.perf_counter()
+    failures = run()
+    seconds = time.perf_counter() - start
+    cpu = h.process_cpu(server_pid) - cpu0
+    return {
+        "calls": calls,
+        "seconds": seconds,
+        "failures": failures,
+        "server_cpu": asdict(cpu),
+        "client_cpu": time.process_time() - client0,
+    }
+
+
+def run_client(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Phases 1, 2, 3 and 5 against one server; the results as a dict."""
+    import ctypes
+
+    from epics import ca
+
+    counts = Counts(**spec["counts"])
+    pid = int(spec["server_pid"])
+    libca = _libca()
+    results: dict[str, Any] = {}
+
+    def phase(run: Callable[[], int], calls: int) -> dict[str, Any]:
+        return _phase(pid, run, calls, counts.settle)
+
+    # 1. connect: create every channel without a connection handler, then one
+    # ca_pend_io, which waits for exactly those to connect (libca's batch).
+    names = [name.encode() for name in channel_names(counts.channels)]
+    chids = [ctypes.c_void_p() for _ in names]
+    create = libca.ca_create_channel
+
+    def connect_all() -> int:
+        for name, chid in zip(names, chids, strict=True):
+            if create(name, None, None, 0, ctypes.byref(chid)) != ECA_NORMAL:
+                raise RuntimeError("ca_create_channel failed")
+        libca.ca_pend_io(30.0)
+        return sum(1 for chid in chids if libca.ca_state(chid) != CS_CONN)
+
+    results["connect"] = phase(connect_all, counts.channels)
+    if results["connect"]["failures"]:
+        raise RuntimeError(f"{results['connect']['failures']} channels did not connect")
+
+    # 2. get round trip of one DBR_DOUBLE.
+    chid = _connect(GET_PV)
+    get = ca.get
+
+    def pyepics_gets(n: int) -> int:
+        return sum(1 for _ in range(n) if get(chid, timeout=5.0) is None)
+
+    value = ctypes.c_double()
+    ref = ctypes.byref(value)
+    array_get, pend_io = libca.ca_array_get, libca.ca_pend_io
+
+    def libca_gets(n: int) -> int:
+        failures = 0
+        for _ in range(n):
+            array_get(DBR_DOUBLE, 1, chid, ref)
+            if pend_io(5.0) != ECA_NORMAL:
+                failures += 1
+        return failures
+
+    pyepics_gets(counts.warmup)
+    libca_gets(counts.warmup)
+    results["get_pyepics"] = phase(lambda: pyepics_gets(counts.gets), counts.gets)
+    results["get_libca"] = phase(lambda: libca_gets(counts.gets), counts.gets)
+
+    # 3. put with completion.
+    chid_put = _connect(PUT_PV)
+    put = ca.put
+    values = iter(range(1, 10**9))
+
+    def pyepics_puts(n: int) -> int:
+        return sum(
+            1 for _ in range(n) if put(chid_put, float(next(values)), wait=True, timeout=5.0) != 1
+        )
+
+    group = ctypes.c_uint()  # CA_SYNC_GID
+    if libca.ca_sg_create(ctypes.byref(group)) != ECA_NORMAL:
+        raise RuntimeError("ca_sg_create failed")
+    gid = group.value
+    sg_put, sg_block = libca.ca_sg_array_put, libca.ca_sg_block
+
+    def libca_puts(n: int) -> int:
+        # A synchronous group's put is a put-with-callback; ca_sg_block waits
+        # in C until the server confirms it.
+        failures = 0
+        for _ in range(n):
+            value.value = float(next(values))
+            status = sg_put(gid, DBR_DOUBLE, 1, chid_put, ref)
+            if status != ECA_NORMAL or sg_block(gid, 5.0) != ECA_NORMAL:
+                failures += 1
+        return failures
+
+    pyepics_puts(counts.warmup)
+    libca_puts(counts.warmup)
+    results["put_pyepics"] = phase(lambda: pyepics_puts(counts.puts), counts.puts)
+    results["put_libca"] = phase(lambda: libca_puts(counts.puts), counts.puts)
+    last = float(next(values) - 1)
+    results["put_readback_ok"] = get(chid_put, timeout=5.0) == last
+
+    # 5. 1 MiB DOUBLE waveform.
+    chid_wf = _connect(WAVEFORM_PV)
+    buffer = (ctypes.c_double * WAVEFORM_LENGTH)()
+
+    def pyepics_arrays(n: int) -> int:
+        failures = 0
+        for _ in range(n):
+            array = get(chid_wf, timeout=10.0)
+            if array is None or len(array) != WAVEFORM_LENGTH:
+                failures += 1
+        return failures
+
+    def libca_arrays(n: int) -> int:
+        failures = 0
+        for _ in range(n):
+            array_get(DBR_DOUBLE, WAVEFORM_LENGTH, chid_wf, buffer)
+            if pend_io(10.0) != ECA_NORMAL:
+                failures += 1
+        return failures
+
+    array = get(chid_wf, timeout=10.0)
+    libca_arrays(1)
+    results["array_content_ok"] = (
+        array is not None
+        and len(array) == WAVEFORM_LENGTH
+        and float(array[-1]) == WAVEFORM_LENGTH - 1
+        and buffer[WAVEFORM_LENGTH - 1] == WAVEFORM_LENGTH - 1
+    )
+    arrays = max(1, counts.arrays)
+    results["array_pyepics"] = phase(lambda: pyepics_arrays(arrays), arrays)
+    results["array_libca"] = phase(lambda: libca_arrays(arrays), arrays)
+    return results
+
+
+def run_subscriber(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Subscribe to the monitor PV; count what arrives after GO."""
+    from epics import ca
+
+    base, count = int(spec["base"]), int(spec["n"])
+    final = float(base + count)
+    chid = _connect(MONITOR_PV)
+    received: list[tuple[float, float]] = []
+    monotonic = time.monotonic
+    first = threading.Event()
+    done = threading.Event()
+
+    def on_update(value: Any = None, **kwargs: Any) -> None:
+        received.append((monotonic(), value))
+        first.set()
+        if value == final:
+            done.set()
+
+    subscription = ca.create_subscription(chid, callback=on_update)
+    if not first.wait(10.0):
+        raise RuntimeError("no initial monitor update in 10 s")
+    time.sleep(0.2)
+    start = len(received)
+    print("READY", flush=True)
+    _expect_stdin("GO")
+    _expect_stdin("PUTS_DONE")
+    done.wait(FINAL_WAIT)
+    updates = received[start:]
+    ours = [v for _, v in updates if v is not None and base < v <= final]
+    del subscription
+    return {
+        "updates": len(ours),
+        "other_updates": len(updates) - len(ours),
+        "final_correct": bool(updates) and updates[-1][1] == final,
+        "last_value": updates[-1][1] if updates else None,
+        "in_order": all(a < b for a, b in itertools.pairwise(ours)),
+        "first_update": updates[0][0] if updates else None,
+        "last_update": updates[-1][0] if updates else None,
+    }
+
+
+def run_putter(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Put ``n`` values without waiting, as a burst or paced, on GO."""
+    import ctypes
+
+    from epics import ca
+
+    base, count, mode = int(spec["base"]), int(spec["n"]), spec["mode"]
+    libca = _libca()
+    chid = _connect(MONITOR_PV)
+    print("READY", flush=True)
+    _expect_stdin("GO")
+    failures = 0
+    start = time.perf_counter()
+    if mode == "burst":
+        value = ctypes.c_double()
+        ref = ctypes.byref(value)
+        array_put = libca.ca_array_put
+        for i in range(1, count + 1):
+            value.value = float(base + i)
+            if array_put(DBR_DOUBLE, 1, chid, ref) != ECA_NORMAL:
+                failures += 1
+        libca.ca_flush_io()
+    else:
+        put = ca.put
+        for i in range(1, count + 1):
+            if put(chid, float(base + i)) != ECA_NORMAL:
+                failures += 1
+    seconds = time.perf_counter() - start
+    print("DONE " + json.dumps({"seconds": seconds, "failures": failures}), flush=True)
+    _expect_stdin("EXIT")
+    return {}
+
+
+def _expect_stdin(word: str) -> None:
+    line = sys.stdin.readline()
+    if line.strip() != word:
+        raise SystemExit(f"expected {word!r} on stdin, got {line!r}")
+
+
+def peer_main(role: str, spec: Mapping[str, Any]) -> int:
+    if spec.get("tune_malloc"):
+        h.tune_malloc()
+    counts = Counts(**spec["counts"]) if "counts" in spec else FULL
+    if role == "server":
+        kind = spec["kind"]
+        if kind == "softioc":
+            serve_softioc(counts)
+        elif kind == "caioc":
+            serve_caioc(counts, spec.get("profile"))
+        else:
+            serve_caproto(counts, spec.get("profile"))
+        return 0
+    runner = {"client": run_client, "subscriber": run_subscriber, "putter": run_putter}[role]
+    result = runner(spec)
+    if role != "putter":
+        print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# ==========================================================================
+# The orchestrator
+
+
+class PeerError(RuntimeError):
+    pass
+
+
+class Peer:
+    """One peer process; its output read by a thread, every wait bounded."""
+
+    def __init__(self, name: str, role: str, spec: Mapping[str, Any], env: dict[str, str]):
+        self.name = name
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--peer", role, json.dumps(spec)],
+            env=env,
+            cwd=h.REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.tail: deque[str] = deque(maxlen=40)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.process.stdout:
+                self.tail.append(line)
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """The rest of the first output line starting with ``prefix``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                raise PeerError(self._report(f"no {prefix.strip()} in {timeout:g} s")) from None
+            if line is None:
+                raise PeerError(self._report(f"exited before {prefix.strip()}"))
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise PeerError(self._report(f"cannot send {line}")) from None
+
+    def _report(self, what: str) -> str:
+        return f"{self.name}: {what}; its last output:\n" + "".join(self.tail)
+
+    def stop(self, grace: float = 0.0) -> None:
+        """End the process (after ``grace`` seconds for it to exit by itself)."""
+        if grace:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace)
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@contextlib.contextmanager
+def peers() -> Iterator[list[Peer]]:
+    """A list to register peers in; all are killed on the way out."""
+    started: list[Peer] = []
+    try:
+        yield started
+    finally:
+        for peer in reversed(started):
+            peer.stop()
+
+
+@dataclass
+class ServerPeer:
+    kind: str
+    peer: Peer
+    env: dict[str, str]
+
+
+def start_servers(
+    kinds: Sequence[str],
+    counts: Counts,
+    registry: list[Peer],
+    tune: bool,
+    profile: str | None,
+) -> list[ServerPeer]:
+    servers = []
+    for kind in kinds:
+        env = ca_environment(h.free_port(), h.free_port())
+        spec = {
+            "kind": kind,
+            "counts": asdict(counts),
+            "tune_malloc": tune,
+            "profile": profile if kind == "caioc" else None,
+        }
+        peer = Peer(kind, "server", spec, env)
+        registry.append(peer)
+        servers.append(ServerPeer(kind, peer, env))
+    for server in servers:  # started together, waited for in turn
+        server.peer.expect("READY", 120.0)
+    return servers
+
+
+def client_run(server: ServerPeer, counts: Counts, registry: list[Peer], tune: bool) -> Any:
+    spec = {"counts": asdict(counts), "server_pid": server.peer.pid, "tune_malloc": tune}
+    client = Peer(f"client of {server.kind}", "client", spec, server.env)
+    registry.append(client)
+    budget = 60.0 + counts.gets * 0.01 + counts.puts * 0.02 + counts.arrays * 0.5
+    result = json.loads(client.expect("RESULT ", budget))
+    client.stop(grace=5.0)
+    return result
+
+
+def monitor_run(
+    server: ServerPeer, counts: Counts, mode: str, base: int, registry: list[Peer], tune: bool
+) -> dict[str, Any]:
+    spec = {"base": base, "n": counts.monitor_puts, "mode": mode, "tune_malloc": tune}
+    subscriber = Peer(f"subscriber of {server.kind}", "subscriber", spec, server.env)
+    putter = Peer(f"putter to {server.kind}", "putter", spec, server.env)
+    registry += [subscriber, putter]
+    subscriber.expect("READY", 60.0)
+    putter.expect("READY", 60.0)
+    time.sleep(counts.settle)
+    cpu0 = h.process_cpu(server.peer.pid)
+    go = time.monotonic()
+    subscriber.send("GO")
+    putter.send("GO")
+    sent = json.loads(putter.expect("DONE ", 60.0 + counts.monitor_puts * 0.01))
+    subscriber.send("PUTS_DONE")
+    result = json.loads(subscriber.expect("RESULT ", FINAL_WAIT + 30.0))
+    cpu = h.process_cpu(server.peer.pid) - cpu0
+    putter.send("EXIT")
+    subscriber.stop(grace=5.0)
+    putter.stop(grace=5.0)
+    last = result["last_update"]
+    return {
+        **result,
+        "puts": counts.monitor_puts,
+        "put_seconds": sent["seconds"],
+        "put_failures": sent["failures"],
+        "delivery_seconds": None if last is None else last - go,
+        "server_cpu": asdict(cpu),
+    }
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+def _cpu(phase: Mapping[str, Any]) -> float:
+    cpu = phase["server_cpu"]
+    return cpu["stat"] if cpu.get("sched") is None else cpu["sched"]
+
+
+@dataclass
+class Line:
+    """One row of the table: a figure per server."""
+
+    group: str
+    label: str
+    unit: str
+    values: dict[str, float | None]
+    #: False for figures without a meaningful ratio (percentages, counts).
+    ratio: bool = True
+    #: How to print the figures (default: format_figure).
+    text: Callable[[float | None], str] | None = None
+    note: str = ""
+
+
+def format_figure(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:,.1f}"
+    if value >= 1:
+        return f"{value:,.2f}"
+    return f"{value:.3g}"
+
+
+Runs = Mapping[str, list[dict[str, Any]]]
+Figure = Callable[[list[dict[str, Any]]], "float | None"]
+
+
+def best_per_call(phase: str, scale: float) -> Figure:
+    """The fastest repeat's seconds per call of a client phase, times ``scale``."""
+
+    def figure(repeats: list[dict[str, Any]]) -> float:
+        runs = [r["client"][phase] for r in repeats]
+        return min(run["seconds"] / run["calls"] for run in runs) * scale
+
+    return figure
+
+
+def cpu_per_call(phases: Sequence[str], scale: float) -> Figure:
+    """Server CPU seconds per call over every repeat of ``phases``, times ``scale``."""
+
+    def figure(repeats: list[dict[str, Any]]) -> float:
+        runs = [r["client"][phase] for r in repeats for phase in phases]
+        return sum(_cpu(run) for run in runs) / sum(run["calls"] for run in runs) * scale
+
+    return figure
+
+
+def monitor_lines(kinds: Sequence[str], runs: Runs, counts: Counts, mode: str) -> list[Line]:
+    title = {"burst": "ca_array_put loop, one flush", "paced": "epics.ca.put(wait=False) loop"}
+    group = f"4. monitor, {counts.monitor_puts} puts: {title[mode]}"
+    key = f"monitor_{mode}"
+    repeats = len(runs[kinds[0]])
+
+    def per_kind(figure: Figure) -> dict[str, float | None]:
+        return {kind: figure([r[key] for r in runs[kind]]) for kind in kinds}
+
+    def lost(run: dict[str, Any]) -> float:
+        return 100 * (1 - run["updates"] / run["puts"])
+
+    def delivery(rs: list[dict[str, Any]]) -> float | None:
+        times = [r["delivery_seconds"] for r in rs if r["final_correct"]]
+        return min(times) * 1e3 if times else None
+
+    def cpu(rs: list[dict[str, Any]]) -> float:
+        return sum(_cpu(r) for r in rs) / sum(r["puts"] for r in rs) * 1e6
+
+    return [
+        Line(
+            group,
+            "puts sent in",
+            "ms",
+            per_kind(lambda rs: min(r["put_seconds"] for r in rs) * 1e3),
+            note="putter process, the client side",
+        ),
+        Line(
+            group,
+            "last update received after",
+            "ms",
+            per_kind(delivery),
+            note="from GO to the last value at the subscriber",
+        ),
+        Line(
+            group,
+            "lost (mean of repeats)",
+            "%",
+            per_kind(lambda rs: statistics.mean(lost(r) for r in rs)),
+            ratio=False,
+        ),
+        Line(
+            group,
+            "lost (worst repeat)",
+            "%",
+            per_kind(lambda rs: max(lost(r) for r in rs)),
+            ratio=False,
+        ),
+        Line(
+            group,
+            "final value correct, in order",
+            "runs",
+            per_kind(lambda rs: sum(1 for r in rs if r["final_correct"] and r["in_order"])),
+            ratio=False,
+            text=lambda v: "-" if v is None else f"{v:.0f}/{repeats}",
+        ),
+        Line(group, "server CPU per put", "µs", per_kind(cpu)),
+    ]
+
+
+def summarize(kinds: Sequence[str], runs: Runs, counts: Counts) -> list[Line]:
+    """The table's lines from every repeat of every server."""
+
+    def per_kind(figure: Figure) -> dict[str, float | None]:
+        return {kind: figure(runs[kind]) for kind in kinds}
+
+    megabytes = WAVEFORM_LENGTH * 8 / h.MB
+    connect, get, put, array = (
+        "1. connect",
+        "2. get DBR_DOUBLE",
+        "3. put with completion",
+        "5. get 1 MiB DOUBLE waveform",
+    )
+    lines = [
+        Line(
+            connect,
+            f"{counts.channels} channels, one batch",
+            "s",
+            per_kind(lambda rs: min(r["client"]["connect"]["seconds"] for r in rs)),
+        ),
+        Line(connect, "server CPU per channel", "µs", per_kind(cpu_per_call(["connect"], 1e6))),
+        Line(get, "epics.ca.get", "µs/get", per_kind(best_per_call("get_pyepics", 1e6))),
+        Line(get, "ca_array_get + ca_pend_io", "µs/get", per_kind(best_per_call("get_libca", 1e6))),
+        Line(
+            get,
+            "server CPU per get",
+            "µs",
+            per_kind(cpu_per_call(["get_pyepics", "get_libca"], 1e6)),
+        ),
+        Line(put, "epics.ca.put(wait=True)", "µs/put", per_kind(best_per_call("put_pyepics", 1e6))),
+        Line(
+            put,
+            "ca_sg_array_put + ca_sg_block",
+            "µs/put",
+            per_kind(best_per_call("put_libca", 1e6)),
+        ),
+        Line(
+            put,
+            "server CPU per put",
+            "µs",
+            per_kind(cpu_per_call(["put_pyepics", "put_libca"], 1e6)),
+        ),
+    ]
+    for mode in ("burst", "paced"):
+        lines += monitor_lines(kinds, runs, counts, mode)
+    for phase, label in (
+        ("array_pyepics", "epics.ca.get"),
+        ("array_libca", "ca_array_get + ca_pend_io"),
+    ):
+        seconds = per_kind(best_per_call(phase, 1.0))
+        lines.append(
+            Line(
+                array,
+                label,
+                "MB/s",
+                {k: None if v is None else megabytes / v for k, v in seconds.items()},
+            )
+        )
+    lines.append(
+        Line(
+            array,
+            "server CPU per get",
+            "ms",
+            per_kind(cpu_per_call(["array_pyepics", "array_libca"], 1e3)),
+        )
+    )
+    return lines
+
+
+def ratio_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
+    wanted = [("caioc", "softioc"), ("caproto", "softioc"), ("caioc", "caproto")]
+    return [(a, b) for a, b in wanted if a in kinds and b in kinds]
+
+
+def table(kinds: Sequence[str], lines: Sequence[Line]) -> str:
+    pairs = ratio_pairs(kinds)
+    headers = ["case", "unit", *kinds, *(f"{a}/{b}" for a, b in pairs), "notes"]
+    rows: list[Sequence[str]] = []
+    group = None
+    for line in lines:
+        if line.group != group:
+            group = line.group
+            rows.append([group])
+        show = line.text or format_figure
+        cells = [line.label, line.unit, *(show(line.values[k]) for k in kinds)]
+        for a, b in pairs:
+            if line.ratio:
+                cells.append(h.format_ratio(h.ratio(line.values[a], line.values[b])))
+            else:
+                cells.append("")
+        cells.append(line.note)
+        rows.append(cells)
+    right = set(range(2, 2 + len(kinds) + len(pairs)))
+    text = h.format_table(headers, rows, right)
+    print(text)
+    return text
+
+
+def checks(kinds: Sequence[str], runs: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """Correctness notes: anything a server got wrong during the run."""
+    notes = []
+    for kind in kinds:
+        for i, run in enumerate(runs[kind]):
+            client = run["client"]
+            failed = {
+                phase: client[phase]["failures"]
+                for phase in client
+                if isinstance(client[phase], dict) and client[phase].get("failures")
+            }
+            if failed:
+                notes.append(f"{kind} repeat {i + 1}: failed requests {failed}")
+            if not client["array_content_ok"]:
+                notes.append(f"{kind} repeat {i + 1}: the waveform read back wrong")
+            if not client["put_readback_ok"]:
+                notes.append(f"{kind} repeat {i + 1}: the last put did not read back")
+            for mode in ("burst", "paced"):
+                monitor = run[f"monitor_{mode}"]
+                if not monitor["final_correct"]:
+                    notes.append(
+                        f"{kind} repeat {i + 1}: {mode} monitor ended on "
+                        f"{monitor['last_value']}, not the last put"
+                    )
+                if not monitor["in_order"]:
+                    notes.append(f"{kind} repeat {i + 1}: {mode} monitor updates out of order")
+                if monitor["put_failures"]:
+                    notes.append(f"{kind} repeat {i + 1}: {monitor['put_failures']} puts failed")
+    return notes
+
+
+def print_profile(path: str, top: int = 30) -> None:
+    import pstats
+
+    print(f"\ncProfile of the caioc server process ({path}), by own time:")
+    stats = pstats.Stats(path, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.base_parser(__doc__.split("\n")[0])
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated servers to run, of softioc,caioc,caproto (default all)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="run the caioc server under cProfile, write the stats to PATH and print the top",
+    )
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in SERVERS]
+    if unknown or not kinds:
+        parser.error(f"--servers takes some of {','.join(SERVERS)}, not {args.servers!r}")
+    kinds = [k for k in SERVERS if k in kinds]  # table order
+    settings = h.settings_from(args)
+    if args.repeats is None and not settings.quick:
+        settings = replace(settings, repeats=DEFAULT_REPEATS)
+    counts = QUICK if settings.quick else FULL
+    if args.min_time is not None:
+        print("note: --min-time does not apply here (the counts are fixed)", file=sys.stderr)
+    tune = settings.malloc_tuned
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    print(
+        f"servers {', '.join(kinds)}; {settings.repeats} repeats, interleaved; "
+        f"client pyepics {h.package_version('pyepics')} (libca); "
+        f"softioc {h.package_version('softioc')}, caioc {h.package_version('caioc')}, "
+        f"caproto {h.package_version('caproto')}; Python {sys.version.split()[0]}; "
+        f"{os.cpu_count()} CPUs",
+        file=sys.stderr,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    started = time.monotonic()
+    with peers() as registry:
+        servers = start_servers(kinds, counts, registry, tune, profile)
+        for repeat in range(settings.repeats):
+            shift = repeat % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                print(f"repeat {repeat + 1}/{settings.repeats}: {server.kind}", file=sys.stderr)
+                base = (repeat * len(servers) + servers.index(server)) * 10_000_000
+                run = {"client": client_run(server, counts, registry, tune)}
+                for offset, mode in enumerate(("burst", "paced")):
+                    run[f"monitor_{mode}"] = monitor_run(
+                        server, counts, mode, base + offset * 1_000_000, registry, tune
+                    )
+                runs[server.kind].append(run)
+        if profile is not None:
+            for server in servers:
+                if server.kind == "caioc":
+                    server.peer.process.send_signal(signal.SIGINT)
+                    server.peer.expect("PROFILED", 60.0)
+    print(f"finished in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    lines = summarize(kinds, runs, counts)
+    print()
+    print(
+        f"Servers on loopback, client pyepics/libca; best of {settings.repeats} repeats for "
+        "wall figures, CPU = server user+sys over all repeats / requests."
+    )
+    print(
+        "Ratios are figure / figure: for s, ms and µs below 1.00x is faster, "
+        "for MB/s above 1.00x is faster."
+    )
+    table(kinds, lines)
+    notes = checks(kinds, runs)
+    print()
+    print(
+        "\n".join(notes)
+        if notes
+        else "All requests succeeded; every monitor run ended on "
+        "the last put with updates in order; every read-back matched."
+    )
+    if profile is not None:
+        print_profile(profile)
+    if args.json:
+        h.write_json(
+            args.json,
+            "bench_server",
+            [],
+            settings,
+            packages=("caioc", "caproto", "pyepics", "softioc", "epicscorelibs", "numpy"),
+            extra={
+                "servers": kinds,
+                "counts": asdict(counts),
+                "cpu_source": "schedstat" if _cpu_is_precise(runs) else "stat",
+                "lines": [
+                    {
+                        "group": line.group,
+                        "label": line.label,
+                        "unit": line.unit,
+                        "values": line.values,
+                        "ratios": {
+                            f"{a}/{b}": _json(h.ratio(line.values[a], line.values[b]))
+                            for a, b in ratio_pairs(kinds)
+                            if line.ratio
+                        },
+                    }
+                    for line in lines
+                ],
+                "checks": notes,
+                "runs": runs,
+            },
+        )
+    return 0
+
+
+def _json(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _cpu_is_precise(runs: Mapping[str, list[dict[str, Any]]]) -> bool:
+    return all(
+        run["client"]["get_libca"]["server_cpu"].get("sched") is not None
+        for rs in runs.values()
+        for run in rs
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        sys.exit(peer_main(sys.argv[2], json.loads(sys.argv[3])))
+    sys.exit(main())
