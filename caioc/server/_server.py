@@ -65,6 +65,7 @@ from ..ca import (
 from ..ca import ProtocolError as _ProtocolError
 from ._config import ServerConfig
 from ._data import ChannelData, ChannelError
+from ._filters import ServedChannel, States, channel_for
 
 __all__ = ["Server", "run"]
 
@@ -100,7 +101,7 @@ class _Subscription:
         self,
         circuit: _Circuit,
         channel: ServerChannel,
-        data: ChannelData,
+        data: ServedChannel,
         request: EventAddRequest,
     ) -> None:
         self.circuit = circuit
@@ -141,7 +142,7 @@ class _Circuit(asyncio.Protocol):
         self.out: list[bytes] = []
         self.subscriptions: dict[int, _Subscription] = {}
         #: cid -> the data behind each channel this client opened.
-        self.data: dict[int, ChannelData] = {}
+        self.data: dict[int, ServedChannel] = {}
         self.ready: dict[int, _Subscription] = {}
         self.flush_scheduled = False
         self.can_write = True
@@ -322,11 +323,11 @@ class _Circuit(asyncio.Protocol):
         sid = self.server.next_sid()
         self.send(*channel.create(data.native_type, data.max_length, sid, rights))
 
-    def _channel(self, sid: int) -> tuple[ServerChannel, ChannelData]:
+    def _channel(self, sid: int) -> tuple[ServerChannel, ServedChannel]:
         channel = self.core.channels_by_sid[sid]
         return channel, self.data[channel.cid]
 
-    def _too_large(self, request: ReadNotifyRequest | EventAddRequest, data: ChannelData) -> bool:
+    def _too_large(self, request: ReadNotifyRequest | EventAddRequest, data: ServedChannel) -> bool:
         """Refuse a request whose reply could not fit EPICS_CA_MAX_ARRAY_BYTES."""
         count = request.data_count or data.length
         if payload_size(request.data_type, count) <= self.core_limit:
@@ -448,7 +449,19 @@ class _SearchProtocol(asyncio.DatagramProtocol):
 
 
 class Server:
-    """A CA server for the channels in ``pvdb`` (name -> ChannelData)."""
+    """A CA server for the channels in ``pvdb`` (name -> ChannelData).
+
+    Names with field modifiers and channel filters open views of the PVs,
+    as an IOC's do (``PV.VAL``, ``PV.$``, ``PV.[1:3]``,
+    ``PV.{"dbnd":{"d":0.5}}`` ...: see :mod:`caioc.server._filters`);
+    ``states`` holds the named states of the ``sync`` filter.
+    """
+
+    #: Also take modifiers after a name without the dot (``PV$``, ``PV[1:3]``).
+    #: Off by default, as in epics-base, which reads such names as record
+    #: names: turned on, this server would answer searches another IOC's
+    #: record literally named ``X[1:3]`` also answers.
+    dotless_modifiers = False
 
     def __init__(self, pvdb: Mapping[str, ChannelData], config: ServerConfig | None = None) -> None:
         self.pvdb = pvdb
@@ -460,15 +473,25 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self._sid = 0
         self.started = asyncio.Event()
+        #: Named states for the ``sync`` channel filter (epics-base's dbState).
+        self.states = States()
 
     def next_sid(self) -> int:
         """A server channel id unique across this server's circuits."""
         self._sid = (self._sid + 1) & 0xFFFFFFFF
         return self._sid
 
-    def lookup(self, name: str) -> ChannelData | None:
-        """The channel data serving ``name``, or None."""
-        return self.pvdb.get(name)
+    def lookup(self, name: str) -> ServedChannel | None:
+        """The channel data serving ``name``, or None.
+
+        The full name first; then, for a name with a field, ``$`` or
+        filters, the PV it decorates (``pvdb["PV"]`` for ``PV.VAL``) or a
+        filtered view of it. An invalid filter specification is not found.
+        """
+        data = self.pvdb.get(name)
+        if data is not None:
+            return data
+        return channel_for(name, self.pvdb, self.states, dotless=self.dotless_modifiers)
 
     def search_reply(self, request: SearchRequest) -> Command | None:
         """What to answer a search with (None: stay silent)."""
