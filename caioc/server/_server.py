@@ -71,9 +71,13 @@ __all__ = ["Server", "run"]
 
 log = logging.getLogger("caioc.server")
 
-#: Updates a subscription holds for a client that has not taken them yet;
-#: past this the newest pending one is overwritten (latest value wins).
-PENDING_PER_SUBSCRIPTION = 4
+#: Updates a subscription queues while its client keeps up (the socket is
+#: writable and events are on); past either bound the newest pending one is
+#: overwritten, so memory stays bounded even under a burst of puts.
+PENDING_PER_SUBSCRIPTION = 4096
+PENDING_BYTES_PER_SUBSCRIPTION = 4 * 1024 * 1024
+#: Commands handled in a row before other circuits get a turn.
+FAIRNESS_BATCH = 64
 #: Commands a circuit may have waiting before we stop reading its socket.
 MAX_QUEUED_COMMANDS = 2048
 #: First beacon interval; it doubles up to the configured period.
@@ -92,6 +96,7 @@ class _Subscription:
         "data_type",
         "mask",
         "pending",
+        "pending_bytes",
         "subscriptionid",
     )
     # pending holds (payload, count, status): status is ECA.NORMAL but for
@@ -113,15 +118,39 @@ class _Subscription:
         self.subscriptionid = request.subscriptionid
         self.client_version = circuit.core.their_version
         self.pending: collections.deque[tuple[Any, int, int]] = collections.deque()
+        self.pending_bytes = 0
 
     def deliver(self, payload: Any, count: int, status: int = ECA.NORMAL) -> None:
-        """Take an encoded update (called by the channel data, encode-once)."""
+        """Take an encoded update (called by the channel data, encode-once).
+
+        A client that keeps up gets every update. One that does not (its
+        socket is full, or it sent EVENTS_OFF) holds only the newest, as
+        rsrv collapses its event queue, so a slow or dead client costs one
+        update per subscription, never one per change.
+        """
         pending = self.pending
-        if len(pending) >= PENDING_PER_SUBSCRIPTION:
+        size = len(payload)
+        if pending and (
+            not self.circuit.flowing
+            or len(pending) >= PENDING_PER_SUBSCRIPTION
+            or self.pending_bytes + size > PENDING_BYTES_PER_SUBSCRIPTION
+        ):
+            if not self.circuit.flowing and len(pending) > 1:
+                self.collapse()
+            self.pending_bytes += size - len(pending[-1][0])
             pending[-1] = (payload, count, status)  # latest value wins
         else:
             pending.append((payload, count, status))
+            self.pending_bytes += size
         self.circuit.updates_ready(self)
+
+    def collapse(self) -> None:
+        """Keep only the newest pending update."""
+        if len(self.pending) > 1:
+            newest = self.pending[-1]
+            self.pending.clear()
+            self.pending.append(newest)
+            self.pending_bytes = len(newest[0])
 
     def deliver_error(self, eca: int, payload: Any, count: int) -> None:
         """An update the channel could not convert: sent with ``eca`` as status."""
@@ -154,8 +183,10 @@ class _Circuit(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # a stream transport
         peer = transport.get_extra_info("peername")
         self.core.address = peer[:2] if peer else None
-        with contextlib.suppress(OSError):
-            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.circuits.add(self)
         # CA 4.11+: the server says its version as soon as the circuit opens.
         self.send(VersionResponse(0))
@@ -187,8 +218,15 @@ class _Circuit(asyncio.Protocol):
             self.transport.pause_reading()  # back-pressure on a flooding client
             self.reading = False
 
+    @property
+    def flowing(self) -> bool:
+        """Whether updates can go out now (socket writable, events on)."""
+        return self.can_write and self.core.events_on
+
     def pause_writing(self) -> None:
         self.can_write = False
+        for subscription in self.subscriptions.values():
+            subscription.collapse()
 
     def resume_writing(self) -> None:
         self.can_write = True
@@ -241,6 +279,7 @@ class _Circuit(asyncio.Protocol):
                 continue  # cancelled meanwhile
             while subscription.pending:
                 payload, count, status = subscription.pending.popleft()
+                subscription.pending_bytes -= len(payload)
                 self.send(
                     EventAddResponse.from_payload(
                         payload, subscription.data_type, count, status, subscriptionid
@@ -255,6 +294,7 @@ class _Circuit(asyncio.Protocol):
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
+            handled = 0
             while queue:
                 command = queue.popleft()
                 try:
@@ -264,6 +304,12 @@ class _Circuit(asyncio.Protocol):
                     self.send(error_for(command, ECA.INTERNAL, cid=self._cid_of(command)))
                 if len(self.out) > 64:
                     self.flush()
+                handled += 1
+                if handled % FAIRNESS_BATCH == 0:
+                    # A client flooding requests must not starve the others:
+                    # let their circuits (and monitor flushes) run.
+                    self.flush()
+                    await asyncio.sleep(0)
             self.flush()
             if not self.reading and self.transport is not None:
                 self.transport.resume_reading()
@@ -418,6 +464,8 @@ class _SearchProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        # The server's UDP side has one state: one broadcaster serves all.
+        self.broadcaster = Broadcaster(Role.SERVER, server.config.max_array_bytes)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a datagram transport
@@ -425,9 +473,8 @@ class _SearchProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if addr[0] in self.server.config.ignore_addresses:
             return
-        broadcaster = Broadcaster(Role.SERVER, self.server.config.max_array_bytes)
         try:
-            commands = broadcaster.recv(data)
+            commands = self.broadcaster.recv(data)
         except _ProtocolError as error:
             log.debug("ignoring datagram from %s: %s", addr, error)
             return
