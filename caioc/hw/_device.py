@@ -200,9 +200,12 @@ class Device(PVGroup):
         self._online = False
         await self.connected.set(0)
         await self._record_error(error)
+        # A device that answers, but wrongly (a wrong chip id, garbage), is a
+        # CALC fault; one that does not answer is COMM.
+        status = AlarmStatus.CALC if classify(error) == AlarmStatus.CALC else AlarmStatus.COMM
         for attribute, declared in self._declared():
             if isinstance(declared, reading):
-                await self._channels[attribute].set_alarm(AlarmStatus.COMM, AlarmSeverity.INVALID)
+                await self._channels[attribute].set_alarm(status, AlarmSeverity.INVALID)
         if was_online:
             log.warning("%s disconnected: %s", type(self).__name__, error)
             with contextlib.suppress(Exception):

@@ -288,12 +288,14 @@ class PVGroup:
 
     @classmethod
     def _declared(cls) -> Iterator[tuple[str, pvproperty | SubGroup]]:
-        seen: set[str] = set()
+        # Base classes first, for the order PVs are listed in; a subclass
+        # redefining a PV replaces it in place.
+        declared: dict[str, pvproperty | SubGroup] = {}
         for klass in reversed(cls.__mro__):
             for attribute, value in vars(klass).items():
-                if isinstance(value, (pvproperty, SubGroup)) and attribute not in seen:
-                    seen.add(attribute)
-                    yield attribute, value
+                if isinstance(value, (pvproperty, SubGroup)):
+                    declared[attribute] = value
+        yield from declared.items()
 
     def _hooks(self, kind: str) -> Iterator[tuple[pvproperty, Hook, ChannelData]]:
         for attribute, declared in self._declared():

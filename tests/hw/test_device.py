@@ -139,7 +139,7 @@ def test_wrong_chip_id_is_calc_and_keeps_retrying() -> None:
         try:
             await until(lambda: "BadReply" in device.last_error.value, "the probe failure")
             assert device.connected.value == 0
-            assert alarm(device)[1] == AlarmSeverity.INVALID
+            assert alarm(device) == (AlarmStatus.CALC, AlarmSeverity.INVALID)
             chip.poke(0xD0, CHIP_ID)  # the right part is fitted
             await until(lambda: device.connected.value == 1, "the retry")
             await until(lambda: device.temperature.value == 21.5, "a reading")

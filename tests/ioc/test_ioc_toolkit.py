@@ -230,3 +230,17 @@ def test_statistics_count_clients_and_channels() -> None:
             await server.stop()
 
     run(scenario)
+
+
+def test_a_subclass_redefining_a_pv_replaces_it() -> None:
+    class Base(PVGroup):
+        first = pvproperty(1.0)
+        second = pvproperty(2)
+
+    class Derived(Base):
+        first = pvproperty(5.0, units="V")
+
+    derived = Derived("d:")
+    assert derived.pv_names == ["d:first", "d:second"]
+    assert derived.first.value == 5.0 and derived.first.units == "V"
+    assert Base("b:").first.value == 1.0
