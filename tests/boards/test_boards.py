@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from caioc.boards import BOARDS, BoardFileError, build, detect_board, load, resolve_pin
 from caioc.drivers import DriverInfo, register
-
 from caioc.hw.sim import SimulatedI2CDevice
 from tests.hw.test_device import Thermometer, make_chip
 
