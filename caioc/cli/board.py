@@ -39,12 +39,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from caioc.boards import build
     from caioc.ioc import serve
 
-    board_file = _load(args.board_file)
-    devices = build(board_file, sim=args.sim, prefix=args.prefix)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
     )
+    board_file = _load(args.board_file)
+    devices = build(board_file, sim=args.sim, prefix=args.prefix)
     mode = "simulated hardware" if args.sim else "hardware"
     logging.getLogger("caioc").info(
         "board file %s: %d devices on %s", board_file.path, len(devices), mode
