@@ -71,6 +71,8 @@ _CHANNEL_OPTIONS = (
     "read_only",
     "max_length",
     "record_type",
+    "access_group",
+    "access_level",
 )
 
 
@@ -177,6 +179,9 @@ class pvproperty:
     def make(self, group: PVGroup, full_name: str) -> ChannelData:
         """The channel this property stands for in ``group``."""
         options = dict(self.options)
+        access = {
+            key: options.pop(key) for key in ("access_group", "access_level") if key in options
+        }
         if self.enum_strings is not None:
             options["enum_strings"] = self.enum_strings
         value = self.value
@@ -184,6 +189,8 @@ class pvproperty:
             value = int(value)
             options.setdefault("enum_strings", ["False", "True"])
         channel = self.channel_class(value=value, **options)
+        for key, setting in access.items():
+            setattr(channel, key, setting)
         putter = self.hooks.get("putter")
         if putter is not None:
             channel.put_hook = _put_hook(group, putter, full_name)

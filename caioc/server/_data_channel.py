@@ -109,6 +109,9 @@ class ChannelData:
     upper_ctrl_limit = Metadata(as_limit, "DRVH: scalar puts are clamped below it.")
     lower_ctrl_limit = Metadata(as_limit, "DRVL: scalar puts are clamped above it.")
     record_type = Metadata(as_record_type, "What a DBR_CLASS_NAME read answers.")
+    #: Access security group and level (ASG, ASL) the .acf rules apply to.
+    access_group: str = "DEFAULT"
+    access_level: int = 0
 
     def __init__(
         self,

@@ -29,8 +29,12 @@ from ..ca import (
     ECA,
     NEED_DATA,
     AccessRights,
+    AccessRightsResponse,
+    AlarmSeverity,
     Broadcaster,
+    ChannelType,
     ClearChannelRequest,
+    ClientNameRequest,
     Command,
     CreateChanRequest,
     EchoRequest,
@@ -40,6 +44,7 @@ from ..ca import (
     EventCancelRequest,
     EventCancelResponse,
     EventsOnRequest,
+    HostNameRequest,
     NotFoundResponse,
     ReadNotifyRequest,
     ReadNotifyResponse,
@@ -52,17 +57,20 @@ from ..ca import (
     SearchRequest,
     SearchResponse,
     ServerChannel,
+    SubscriptionMask,
     VersionRequest,
     VersionResponse,
     VirtualCircuit,
     WriteNotifyRequest,
     WriteNotifyResponse,
     WriteRequest,
+    decode_scalar,
     error_for,
     max_payload_for,
     payload_size,
 )
 from ..ca import ProtocolError as _ProtocolError
+from ._access import AccessSecurity
 from ._config import ServerConfig
 from ._data import ChannelData, ChannelError
 from ._filters import ServedChannel, States, channel_for
@@ -356,7 +364,11 @@ class _Circuit(asyncio.Protocol):
             self.send(error_for(command, ECA.ANACHRONISM, cid=self._cid_of(command)))
         elif kind is EventsOnRequest:
             self._schedule_flush()  # send what waited while events were off
-        # VERSION, HOST_NAME, CLIENT_NAME, EVENTS_OFF: the core records them.
+        elif (
+            kind is HostNameRequest or kind is ClientNameRequest
+        ) and self.server.access_security is not None:
+            self.recheck_rights()  # rsrv re-evaluates rights when a client renames itself
+        # VERSION, EVENTS_OFF: the core records them.
 
     def _create(self, request: CreateChanRequest) -> None:
         channel: ServerChannel = self.core.channels[request.cid]
@@ -364,10 +376,34 @@ class _Circuit(asyncio.Protocol):
         if data is None:
             self.send(channel.create_failed())
             return
-        rights = data.access_rights(self.core.host_name or "", self.core.client_name or "")
         self.data[request.cid] = data
+        rights = self.rights_for(request.name, data)
         sid = self.server.next_sid()
         self.send(*channel.create(data.native_type, data.max_length, sid, rights))
+
+    def rights_for(self, name: str, data: ServedChannel) -> int:
+        """This client's rights on ``data``: the channel's, narrowed by the .acf."""
+        host, user = self.core.host_name or "", self.core.client_name or ""
+        rights = int(data.access_rights(host, user))
+        security = self.server.access_security
+        if security is not None:
+            if security.check_client_ip and self.core.address is not None:
+                host = self.core.address[0]
+            group = getattr(data, "access_group", "DEFAULT")
+            level = getattr(data, "access_level", 0)
+            rights &= int(security.rights(group, level, user, host))
+        return rights
+
+    def recheck_rights(self) -> None:
+        """Push ACCESS_RIGHTS for every channel whose rights changed."""
+        for channel in list(self.core.channels.values()):
+            data = self.data.get(channel.cid)
+            if data is None or channel.sid is None:
+                continue
+            rights = self.rights_for(channel.name, data)
+            if rights != int(channel.access_rights):
+                self.send(AccessRightsResponse(channel.cid, rights))
+        self.flush()
 
     def _channel(self, sid: int) -> tuple[ServerChannel, ServedChannel]:
         channel = self.core.channels_by_sid[sid]
@@ -458,6 +494,31 @@ class _Circuit(asyncio.Protocol):
         self.send(channel.clear())
 
 
+class _AccessInput:
+    """Feeds one served PV into access security's CALC inputs."""
+
+    data_type = ChannelType.TIME_DOUBLE
+    data_count = 1
+    mask = SubscriptionMask.VALUE | SubscriptionMask.ALARM
+    client_version = 13
+
+    def __init__(self, security: AccessSecurity, name: str) -> None:
+        self.security = security
+        self.name = name
+
+    def deliver(self, payload: Any, count: int) -> None:
+        decoded = decode_scalar(ChannelType.TIME_DOUBLE, payload)
+        if decoded is None:
+            self.security.set_pv(self.name, None)
+            return
+        value, metadata = decoded
+        invalid = metadata.get("severity") == AlarmSeverity.INVALID
+        self.security.set_pv(self.name, None if invalid else float(value))
+
+    def deliver_error(self, eca: int, payload: Any, count: int) -> None:
+        self.security.set_pv(self.name, None)
+
+
 class _SearchProtocol(asyncio.DatagramProtocol):
     """The UDP side: answers searches."""
 
@@ -510,9 +571,19 @@ class Server:
     #: record literally named ``X[1:3]`` also answers.
     dotless_modifiers = False
 
-    def __init__(self, pvdb: Mapping[str, ChannelData], config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        pvdb: Mapping[str, ChannelData],
+        config: ServerConfig | None = None,
+        access_security: AccessSecurity | None = None,
+    ) -> None:
         self.pvdb = pvdb
         self.config = config or ServerConfig.from_environment()
+        #: Access security rules (.acf) narrowing every channel's rights; a
+        #: change (new file, an INP value moving a CALC) is pushed to clients.
+        self.access_security = access_security
+        if access_security is not None:
+            access_security.on_change(lambda groups: self._rights_changed())
         self.circuits: set[_Circuit] = set()
         self.tcp_port = 0
         self._servers: list[asyncio.AbstractServer] = []
@@ -522,6 +593,23 @@ class Server:
         self.started = asyncio.Event()
         #: Named states for the ``sync`` channel filter (epics-base's dbState).
         self.states = States()
+
+    def _rights_changed(self) -> None:
+        for circuit in list(self.circuits):
+            circuit.recheck_rights()
+
+    def _follow_access_inputs(self) -> None:
+        """Feed the .acf's INP PVs that this server serves into its CALCs."""
+        assert self.access_security is not None
+        names = {
+            name for inputs in self.access_security.inputs().values() for name in inputs.values()
+        }
+        for name in names:
+            data = self.lookup(name)
+            if data is None:
+                log.warning("access security input %s is not served here: it stays invalid", name)
+                continue
+            data.subscribe(_AccessInput(self.access_security, name))
 
     def next_sid(self) -> int:
         """A server channel id unique across this server's circuits."""
@@ -585,6 +673,10 @@ class Server:
             )
             self._udp.append(transport)
         self._tasks.append(loop.create_task(self._beacons()))
+        if self.access_security is not None:
+            self._follow_access_inputs()
+            if self.access_security.path is not None:
+                self._tasks.append(loop.create_task(self.access_security.watch()))
         log.info("serving %d PVs on TCP port %d, UDP port %d", len(self.pvdb), self.tcp_port, port)
         self.started.set()
 

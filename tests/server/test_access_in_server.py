@@ -1,0 +1,88 @@
+"""Access security in the server: rules by user and host, pushed when they change."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from test_server_robustness import RawClient, config
+
+from caioc.ca import (
+    ECA,
+    AccessRights,
+    AccessRightsResponse,
+    ClientNameRequest,
+    HostNameRequest,
+    VersionRequest,
+)
+from caioc.server import ChannelDouble, ChannelInteger, Server
+from caioc.server._access import AccessSecurity
+
+ACF = """
+UAG(operators) { alice }
+HAG(control) { console }
+ASG(DEFAULT) {
+    RULE(1, READ)
+}
+ASG(guarded) {
+    INPA("mode")
+    RULE(1, READ)
+    RULE(1, WRITE) { UAG(operators) }
+    RULE(1, WRITE) { HAG(control) CALC("A=1") }
+}
+"""
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 30))
+
+
+async def open_as(port: int, user: str, host: str, name: str) -> tuple[RawClient, Any]:
+    client = await RawClient.connect(port)
+    channel = client.core.create_channel(name)
+    client.send(VersionRequest(0), HostNameRequest(host), ClientNameRequest(user), channel.create())
+    await client.receive(lambda: channel.sid is not None)
+    return client, channel
+
+
+def test_rights_follow_the_rules_and_changes_are_pushed(tmp_path: Path) -> None:
+    acf = tmp_path / "rules.acf"
+    acf.write_text(ACF)
+
+    async def scenario() -> None:
+        valve = ChannelDouble(value=0.0)
+        valve.access_group = "guarded"
+        mode = ChannelInteger(value=0)
+        security = AccessSecurity.from_file(acf)
+        server = Server({"valve": valve, "mode": mode}, config(), access_security=security)
+        await server.start()
+        try:
+            alice, alice_valve = await open_as(server.tcp_port, "alice", "laptop", "valve")
+            bob, bob_valve = await open_as(server.tcp_port, "bob", "console", "valve")
+            bob2, bob_mode = await open_as(server.tcp_port, "bob", "console", "mode")
+            assert alice_valve.access_rights == AccessRights.READ_WRITE
+            assert bob_valve.access_rights == AccessRights.READ  # CALC is false: A=0
+            assert bob_mode.access_rights == AccessRights.READ  # DEFAULT: read only
+            # the input PV moves the CALC: bob at the console may now write
+            await mode.set(1)
+            await bob.receive(lambda: bob_valve.access_rights == AccessRights.READ_WRITE)
+            # a new file takes alice out of the operators: pushed to her
+            acf.write_text(ACF.replace("{ alice }", "{ carol }"))
+            security.reload()
+            await alice.receive(lambda: alice_valve.access_rights == AccessRights.READ)
+            pushed = [c for c in alice.received if isinstance(c, AccessRightsResponse)]
+            assert pushed[-1].access_rights == AccessRights.READ
+            # and a put without the right is refused
+            alice.send(alice_valve.write(5.0))
+            await alice.receive(lambda: any(c.command == 19 for c in alice.received))
+            (completion,) = [c for c in alice.received if c.command == 19]
+            assert completion.status == ECA.NOWTACCESS
+            assert valve.value == 0.0
+            for client in (alice, bob, bob2):
+                client.close()
+        finally:
+            await server.stop()
+
+    run(scenario)
