@@ -304,6 +304,9 @@ class _Circuit(asyncio.Protocol):
             self.wakeup.clear()
             handled = 0
             while queue:
+                if self.transport is None or self.transport.is_closing():
+                    queue.clear()  # the client is gone: nothing to answer
+                    return
                 command = queue.popleft()
                 try:
                     await self._handle(command)
@@ -484,7 +487,9 @@ class _Circuit(asyncio.Protocol):
         )
 
     def _clear(self, request: ClearChannelRequest) -> None:
-        channel = self.core.channels[request.cid]
+        channel = self.core.channels.get(request.cid)
+        if channel is None:
+            return  # the circuit closed meanwhile
         for subscriptionid in list(channel.subscriptions):
             subscription = self.subscriptions.pop(subscriptionid, None)
             if subscription is not None:

@@ -31,6 +31,7 @@ pvdb = {
     "T:WF": ChannelDouble(value=numpy.arange(10.0), max_length=10),
     "T:RO": ChannelDouble(value=1.0, read_only=True),
     "T:BIG": ChannelDouble(value=numpy.arange(300_000.0), max_length=300_000),
+    "T:HUGE": ChannelDouble(value=numpy.arange(2_100_000.0)),  # 16.8 MB
 }
 
 async def main():
@@ -150,6 +151,19 @@ def test_large_array_with_extended_header(env: dict[str, str]) -> None:
         env,
     )
     assert result == {"n": 300_000, "first": 0.0, "last": 299_999.0}
+
+
+def test_sixteen_megabyte_array(env: dict[str, str]) -> None:
+    result = run_pyepics(
+        """
+        value = epics.caget("T:HUGE", timeout=30)
+        result = {"n": len(value), "last": float(value[-1]), "sum_ok": bool(
+            abs(float(value.sum()) - 2_100_000 * 2_099_999 / 2) < 1.0)}
+        """,
+        env,
+        timeout=120,
+    )
+    assert result == {"n": 2_100_000, "last": 2_099_999.0, "sum_ok": True}
 
 
 def test_unknown_pv_is_not_found(env: dict[str, str]) -> None:

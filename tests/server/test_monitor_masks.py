@@ -1,0 +1,68 @@
+"""Monitor masks: DBE_VALUE, DBE_ALARM and DBE_PROPERTY select what a subscriber gets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from test_server_robustness import config
+
+from caioc.ca import ChannelType, SubscriptionMask
+from caioc.client import ClientConfig, Context, Reading
+from caioc.server import ChannelDouble, Server
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 30))
+
+
+def test_masks_select_value_alarm_and_property_updates() -> None:
+    async def scenario() -> None:
+        data = ChannelDouble(value=0.0, units="V", upper_warning_limit=5.0, upper_alarm_limit=8.0)
+        server = Server({"X": data}, config())
+        await server.start()
+        try:
+            client = ClientConfig(search_addresses=[("127.0.0.1", server.tcp_port)])
+            async with Context(client) as ctx:
+                (x,) = await ctx.connect("X")
+                seen: dict[str, list[Reading]] = {"value": [], "alarm": [], "property": []}
+                masks = {
+                    "value": SubscriptionMask.VALUE,
+                    "alarm": SubscriptionMask.ALARM,
+                    "property": SubscriptionMask.PROPERTY,
+                }
+                subscriptions = [
+                    await x.subscribe(
+                        ChannelType.CTRL_DOUBLE, mask=mask, callback=seen[kind].append
+                    )
+                    for kind, mask in masks.items()
+                ]
+                # each subscription starts with the current value: wait for it
+                for subscription in subscriptions:
+                    await asyncio.wait_for(subscription.queue.get(), 5)
+                for value in (1.0, 2.0, 6.0, 7.0, 9.0, 1.0):
+                    await data.set(value)
+                data.units = "mV"
+                await data.set(1.5)
+
+                async def settled() -> None:
+                    while not (
+                        len(seen["value"]) >= 8
+                        and len(seen["alarm"]) >= 4
+                        and len(seen["property"]) >= 2
+                    ):
+                        await asyncio.sleep(0.01)
+
+                await asyncio.wait_for(settled(), 5)
+                await asyncio.sleep(0.1)  # nothing more may arrive
+                # every subscription starts with the current value
+                assert [r.value for r in seen["value"]] == [0.0, 1, 2, 6, 7, 9, 1, 1.5]
+                # alarm changes only: into MINOR at 6, MAJOR at 9, back to none at 1
+                assert [r.value for r in seen["alarm"]] == [0.0, 6.0, 9.0, 1.0]
+                assert [r.severity for r in seen["alarm"]] == [0, 1, 2, 0]
+                # property changes only: the units
+                assert [r.metadata["units"] for r in seen["property"]] == ["V", "mV"]
+        finally:
+            await server.stop()
+
+    run(scenario)
