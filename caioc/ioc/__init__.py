@@ -4,6 +4,7 @@ See :class:`PVGroup` and :class:`pvproperty`; ``caioc.ioc_examples`` has
 runnable examples.
 """
 
+from ._autosave import Autosave
 from ._fields import FIELDS
 from ._group import PVGroup, SubGroup, pvproperty
 from ._run import ioc_arg_parser, run, serve
@@ -11,6 +12,7 @@ from ._stats import StatsGroup
 
 __all__ = [
     "FIELDS",
+    "Autosave",
     "PVGroup",
     "StatsGroup",
     "SubGroup",

@@ -73,6 +73,7 @@ _CHANNEL_OPTIONS = (
     "record_type",
     "access_group",
     "access_level",
+    "autosave",
 )
 
 
@@ -179,9 +180,9 @@ class pvproperty:
     def make(self, group: PVGroup, full_name: str) -> ChannelData:
         """The channel this property stands for in ``group``."""
         options = dict(self.options)
-        access = {
-            key: options.pop(key) for key in ("access_group", "access_level") if key in options
-        }
+        # Attributes of the channel rather than arguments of its constructor.
+        extra = ("access_group", "access_level", "autosave")
+        access = {key: options.pop(key) for key in extra if key in options}
         if self.enum_strings is not None:
             options["enum_strings"] = self.enum_strings
         value = self.value

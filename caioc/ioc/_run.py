@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..server import Server, ServerConfig
+from ._autosave import Autosave
 from ._group import PVGroup
 from ._stats import attach_server, detach_server
 
@@ -51,12 +52,20 @@ def ioc_arg_parser(
     parser.add_argument(
         "--macro", action="append", type=_macro, default=[], help="NAME=VALUE for {NAME}"
     )
+    parser.add_argument(
+        "--autosave", default=None, metavar="FILE", help="restore and save autosave PVs here"
+    )
     args = parser.parse_args(argv)
     all_macros = {**(macros or {}), **dict(args.macro)}
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     return (
         {"prefix": args.prefix, "macros": all_macros},
-        {"interfaces": args.interfaces, "list_pvs": args.list_pvs, "log_level": level},
+        {
+            "interfaces": args.interfaces,
+            "list_pvs": args.list_pvs,
+            "log_level": level,
+            "autosave": args.autosave,
+        },
     )
 
 
@@ -66,8 +75,13 @@ async def serve(
     list_pvs: bool = False,
     log_level: int = logging.INFO,
     config: ServerConfig | None = None,
+    autosave: str | None = None,
 ) -> None:
-    """Serve ``groups`` (one IOC) until cancelled."""
+    """Serve ``groups`` (one IOC) until cancelled.
+
+    With ``autosave`` (a file path), the groups' autosave PVs are restored
+    from it before serving and saved to it as they change.
+    """
     config = config or ServerConfig.from_environment()
     if interfaces:
         config.interfaces = list(interfaces)
@@ -77,6 +91,18 @@ async def serve(
         if clash:
             raise ValueError(f"PV names used twice: {sorted(clash)[:5]}")
         pvdb.update(group.pvdb)
+    savers = (
+        [
+            Autosave(group, f"{autosave}" if len(groups) == 1 else f"{autosave}.{index}")
+            for index, group in enumerate(groups)
+        ]
+        if autosave
+        else []
+    )
+    for saver in savers:
+        restored = saver.restore()
+        logging.getLogger("caioc").info("restored %d PVs from %s", len(restored), saver.path)
+    save_tasks = [asyncio.get_running_loop().create_task(saver.run()) for saver in savers]
     server = Server(pvdb, config)
     await server.start()
     attach_server(server)
@@ -93,6 +119,9 @@ async def serve(
         logging.getLogger("caioc").info("IOC ready, %d channels", len(pvdb))
         await asyncio.Future()
     finally:
+        for task in save_tasks:
+            task.cancel()  # each saves once more as it stops
+        await asyncio.gather(*save_tasks, return_exceptions=True)
         for group in reversed(started):
             await group.shutdown()
         detach_server(server)
