@@ -277,9 +277,12 @@ class _Circuit(asyncio.Protocol):
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_updates)
 
-    def _flush_updates(self) -> None:
+    def _flush_updates(self, in_order: bool = False) -> None:
+        """Send pending updates (``in_order``: even to a backed-up socket, so
+        the updates a put caused go out ahead of its completion)."""
         self.flush_scheduled = False
-        if not (self.can_write and self.core.events_on) or self.transport is None:
+        writable = self.can_write or in_order
+        if not (writable and self.core.events_on) or self.transport is None:
             return  # kept, coalesced, until the client can take them
         ready, self.ready = self.ready, {}
         for subscriptionid, subscription in ready.items():
@@ -455,7 +458,7 @@ class _Circuit(asyncio.Protocol):
         if self.ready:
             # As rsrv posts monitors while processing the put, updates the
             # put caused reach the client before its completion does.
-            self._flush_updates()
+            self._flush_updates(in_order=True)
         if notify:
             self.send(
                 WriteNotifyResponse(request.data_type, request.data_count, status, request.ioid)
