@@ -477,3 +477,150 @@ def write_json(
         **(extra or {}),
     }
     Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------
+# Subprocesses with bounded waits (client and IOC benchmarks)
+
+
+def loopback_ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
+    """EPICS variables for a loopback-only run (as tests/peers.py prepares them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    env.update(
+        EPICS_CA_AUTO_ADDR_LIST="NO",
+        EPICS_CA_ADDR_LIST="127.0.0.1",
+        EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
+        EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
+        EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
+        EPICS_CA_SERVER_PORT=str(server_port),
+        EPICS_CA_REPEATER_PORT=str(repeater_port),
+        EPICS_CA_MAX_ARRAY_BYTES="100000000",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class PeerError(RuntimeError):
+    """A peer process exited, or did not say what was expected in time."""
+
+
+class Process:
+    """A child process whose output a thread collects; every wait is bounded.
+
+    ``expect(prefix, timeout)`` returns the rest of the first output line
+    starting with ``prefix`` (stdout and stderr merged); ``send`` writes a
+    line to its stdin; ``stop`` kills it. Use inside :func:`processes` so
+    that every process started is killed on the way out.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None):
+        import queue
+        import subprocess
+        import threading
+        from collections import deque
+
+        self.name = name
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            list(argv),
+            env=None if env is None else dict(env),
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self.lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
+        self.tail: deque[str] = deque(maxlen=40)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                self.tail.append(line)
+                self.lines.put((time.monotonic(), line))
+        except (ValueError, OSError):
+            pass
+        self.lines.put(None)
+
+    def expect_timed(self, prefix: str, timeout: float) -> tuple[float, str]:
+        """(monotonic time the line was read, rest of the line) of the first ``prefix`` line."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise PeerError(self._report(f"no {prefix.strip()} in {timeout:g} s")) from None
+            if item is None:
+                self.lines.put(None)
+                raise PeerError(self._report(f"exited before {prefix.strip()}"))
+            when, line = item
+            if line.startswith(prefix):
+                return when, line[len(prefix) :].strip()
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        return self.expect_timed(prefix, timeout)[1]
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            raise PeerError(self._report(f"cannot send {line}")) from None
+
+    def _report(self, what: str) -> str:
+        return f"{self.name}: {what}; its last output:\n" + "".join(self.tail)
+
+    def stop(self, grace: float = 0.0) -> None:
+        """End the process (after ``grace`` seconds for it to exit by itself)."""
+        import contextlib
+        import subprocess
+
+        if grace and self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace)
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+class processes:  # used like a function: ``with processes() as started``
+    """A list to register :class:`Process` objects in; all are killed on exit."""
+
+    def __enter__(self) -> list[Process]:
+        self.started: list[Process] = []
+        return self.started
+
+    def __exit__(self, *exc_info: object) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MB (10**6 bytes), from ``/proc/<pid>/status``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / MB
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def idle_cpu_percent(pid: int, seconds: float) -> float:
+    """CPU the process ``pid`` uses over ``seconds`` of wall time, in % of one core."""
+    before, start = process_cpu(pid), time.monotonic()
+    time.sleep(seconds)
+    used, wall = process_cpu(pid) - before, time.monotonic() - start
+    return 100.0 * used.best / wall
