@@ -201,6 +201,22 @@ def scan_priority(text: str, tool: str) -> int:
     return min(value, PRIORITY_MAX)
 
 
+#: Digits -e/-f/-g accept (tool_lib.h VALID_DOUBLE_DIGITS).
+VALID_DOUBLE_DIGITS = 18
+
+
+def double_format(opt: str, arg: str) -> str | None:
+    """The printf format of ``-e``/``-f``/``-g ARG``, or None (warned) when invalid."""
+    digits = scan_int(arg)
+    if digits is None:
+        sys.stderr.write(f"Invalid precision argument '{arg}' for option '-{opt}' - ignored.\n")
+        return None
+    if not 0 <= digits <= VALID_DOUBLE_DIGITS:
+        sys.stderr.write(f"Precision {digits} for option '-{opt}' out of range - ignored.\n")
+        return None
+    return f"%-.{digits}{opt}"
+
+
 def separator_of(optarg: str) -> str:
     """The ``-F`` option: its first character (a NUL for an empty argument, as C)."""
     return optarg[0] if optarg else "\0"

@@ -20,6 +20,7 @@ from ._common import (
     ca_wait,
     cli_timeout_from_environment,
     close_quietly,
+    double_format,
     new_context,
     permute_operands,
     run_until_interrupted,
@@ -56,7 +57,6 @@ from ._format import (
 __all__ = ["main"]
 
 OPTSTRING = ":taicnhsSVe:f:g:l:#:d:0:w:p:F:"
-VALID_DOUBLE_DIGITS = 18
 PEND_EVENT_SLICES = 5
 _INT_FORMATS = {"x": IntFormat.HEX, "b": IntFormat.BIN, "o": IntFormat.OCT}
 
@@ -199,17 +199,7 @@ def parse(argv: Sequence[str]) -> Options | int:
         elif opt == "S":
             s.char_arr_as_str = True
         elif opt in "efg":
-            digits = scan_int(arg)
-            if digits is None:
-                sys.stderr.write(
-                    f"Invalid precision argument '{arg}' for option '-{opt}' - ignored.\n"
-                )
-            elif 0 <= digits <= VALID_DOUBLE_DIGITS:
-                s.dbl_format = f"%-.{digits}{opt}"
-            else:
-                sys.stderr.write(
-                    f"Precision {digits} for option '-{opt}' out of range - ignored.\n"
-                )
+            s.dbl_format = double_format(opt, arg) or s.dbl_format
         elif opt in "l0":
             out_type = _INT_FORMATS.get(arg[:1])
             if out_type is None:

@@ -26,10 +26,10 @@ from ._common import (
     add_connection_hook,
     cli_timeout_from_environment,
     close_quietly,
+    double_format,
     new_context,
     permute_operands,
     run_until_interrupted,
-    scan_int,
     scan_priority,
     scan_timeout,
     scan_uint,
@@ -42,7 +42,6 @@ from ._format import IntFormat, Printer, PvState, Settings, TimeType, from_readi
 __all__ = ["main"]
 
 OPTSTRING = ":nhVm:sSe:f:g:l:#:0:w:t:p:F:"
-VALID_DOUBLE_DIGITS = 18
 _INT_FORMATS = {"x": IntFormat.HEX, "b": IntFormat.BIN, "o": IntFormat.OCT}
 _MASK_LETTERS = {
     "v": SubscriptionMask.VALUE,
@@ -188,17 +187,7 @@ def parse(argv: Sequence[str]) -> Options | int:
         elif opt == "S":
             s.char_arr_as_str = True
         elif opt in "efg":
-            digits = scan_int(arg)
-            if digits is None:
-                sys.stderr.write(
-                    f"Invalid precision argument '{arg}' for option '-{opt}' - ignored.\n"
-                )
-            elif 0 <= digits <= VALID_DOUBLE_DIGITS:
-                s.dbl_format = f"%-.{digits}{opt}"
-            else:
-                sys.stderr.write(
-                    f"Precision {digits} for option '-{opt}' out of range - ignored.\n"
-                )
+            s.dbl_format = double_format(opt, arg) or s.dbl_format
         elif opt in "l0":
             out_type = _INT_FORMATS.get(arg[:1])
             if out_type is None:
