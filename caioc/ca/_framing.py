@@ -37,8 +37,6 @@ __all__ = ["NEED_DATA", "StreamParser", "max_payload_for", "parse_datagram"]
 class _NeedData:
     """Sentinel: no complete command yet; feed more bytes."""
 
-    _instance: _NeedData | None = None
-
     def __repr__(self) -> str:
         return "NEED_DATA"
 
