@@ -263,3 +263,53 @@ def test_the_c_client_sees_value_then_alarm_then_recovery() -> None:
     assert result[1] == [21.5, comm, 3]  # the last good value, flagged COMM/INVALID
     assert result[2] == [21.5, 0, 0]
     assert result[3] == "Connected"
+
+
+def test_a_hung_bus_does_not_delay_reads_of_other_pvs() -> None:
+    """One bus holding a read for seconds; CA reads on another bus go on."""
+
+    async def scenario() -> None:
+        import time
+
+        hung_sim, free_sim = SimulatedI2CBus(), SimulatedI2CBus()
+        hung_chip = hung_sim.attach(make_chip())
+        free_sim.attach(make_chip())
+        hung = Thermometer(hung_sim, prefix="hung:")
+        free = Thermometer(free_sim, prefix="free:")
+        config = ServerConfig(
+            port=0,
+            interfaces=["127.0.0.1"],
+            beacon_addresses=[("127.0.0.1", 9)],
+            auto_beacon_addresses=False,
+        )
+        server = Server({**hung.pvdb, **free.pvdb}, config)
+        await server.start()
+        await hung.startup()
+        await free.startup()
+        try:
+            client = ClientConfig(search_addresses=[("127.0.0.1", server.tcp_port)])
+            async with Context(client) as ctx:
+                (pv,) = await ctx.connect("free:temperature")
+                await until(lambda: free.temperature.value == 21.5, "a reading")
+                hung_chip.faults.hang_next(1, seconds=2.0)  # far longer than a read
+                slowest = 0.0
+                for _ in range(50):
+                    start = time.perf_counter()
+                    await pv.read(ChannelType.TIME_DOUBLE)
+                    slowest = max(slowest, time.perf_counter() - start)
+                    await asyncio.sleep(0.01)
+                # meanwhile the other bus really was hung: its read timed out
+                await until(
+                    lambda: hung.temperature.alarm_status == AlarmStatus.TIMEOUT,
+                    "the hung read's TIMEOUT alarm",
+                )
+                # a few ms on an idle machine; a generous bound for a loaded one,
+                # far below the 2 s hang
+                assert slowest < 0.25, slowest
+                hung_chip.faults.clear()
+        finally:
+            await hung.shutdown()
+            await free.shutdown()
+            await server.stop()
+
+    run(scenario)
