@@ -86,3 +86,19 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in readme
     install, test = command.split(" && ")
     assert install in ci and test in ci
+
+
+def test_board_file_reference_matches_the_code(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_board_reference
+    finally:
+        sys.path.pop(0)
+    page = (ROOT / "docs" / "board-files.md").read_text()
+    assert page == make_board_reference.render(), "run python docs/make_board_reference.py"
+    # and its example is a valid board file
+    from caioc.boards import load
+
+    example = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.toml").write_text(example)
+    assert [d.driver for d in load(tmp_path / "example.toml").devices] == ["bme280"]
