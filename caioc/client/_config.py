@@ -32,6 +32,11 @@ class ClientConfig:
     #: Seconds without traffic before a circuit is probed with ECHO.
     connection_timeout: float = 30.0
     max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES
+    #: Longest pause between two searches for a name not found yet; a
+    #: beacon from a server not seen before restarts every search at once.
+    max_search_interval: float = 1.0
+    #: Register with the CA repeater on ``repeater_port`` to hear beacons.
+    use_repeater: bool = True
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> ClientConfig:

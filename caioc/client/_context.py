@@ -27,6 +27,7 @@ from ..ca import (
     NEED_DATA,
     AccessRightsResponse,
     Broadcaster,
+    BroadcasterState,
     ChannelType,
     ClearChannelResponse,
     ClientChannel,
@@ -43,6 +44,7 @@ from ..ca import (
     ReadNotifyResponse,
     RemoteProtocolError,
     Role,
+    RsrvIsUpResponse,
     SearchResponse,
     ServerDisconnResponse,
     SubscriptionMask,
@@ -68,8 +70,10 @@ __all__ = [
 log = logging.getLogger("caioc.client")
 
 #: Seconds between search rounds for a name not found yet: fast at first,
-#: then backing off, as libca does (its ceiling is far longer).
-SEARCH_INTERVALS = (0.0, 0.03, 0.06, 0.12, 0.25, 0.5, 1.0)
+#: then doubling up to ClientConfig.max_search_interval, as libca backs off.
+FIRST_SEARCH_INTERVAL = 0.03
+#: Seconds between registrations with the repeater until it confirms.
+REPEATER_RETRY = 1.0
 #: Updates a subscription keeps for a consumer that has not taken them.
 SUBSCRIPTION_BACKLOG = 1000
 
@@ -474,6 +478,10 @@ class Context:
         self.circuits: dict[tuple[str, int, int], _Circuit] = {}
         self._searching: dict[int, Channel] = {}  # search cid -> channel
         self._search_wakeup: asyncio.Event | None = None
+        #: (address, port) of every server whose beacon we heard.
+        self.servers_seen: set[tuple[str, int]] = set()
+        self._restart_searches = False
+        self._repeater_task: asyncio.Task[None] | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -495,6 +503,8 @@ class Context:
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _SearchProtocol(self), sock=sock)
         self._search_wakeup = asyncio.Event()
         self._task = loop.create_task(self._search_loop())
+        if self.config.use_repeater:
+            self._repeater_task = loop.create_task(self._register_with_repeater())
 
     async def close(self) -> None:
         """Clear every channel and close every circuit."""
@@ -503,10 +513,11 @@ class Context:
         for circuit in list(self.circuits.values()):
             if circuit.transport is not None:
                 circuit.transport.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._repeater_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -545,15 +556,21 @@ class Context:
         attempts: dict[int, int] = {}
         loop = asyncio.get_running_loop()
         due: dict[int, float] = {}
+        ceiling = self.config.max_search_interval
         while True:
             now = loop.time()
+            if self._restart_searches:  # a new server appeared: ask again now
+                self._restart_searches = False
+                due.clear()
+                attempts.clear()
             batch = [cid for cid in self._searching if due.get(cid, 0.0) <= now]
             if batch:
                 self._send_searches(batch)
                 for cid in batch:
-                    step = min(attempts.get(cid, 0) + 1, len(SEARCH_INTERVALS) - 1)
+                    step = attempts.get(cid, 0) + 1
                     attempts[cid] = step
-                    due[cid] = now + SEARCH_INTERVALS[step]
+                    interval = min(FIRST_SEARCH_INTERVAL * 2 ** min(step - 1, 30), ceiling)
+                    due[cid] = now + interval
             for cid in [cid for cid in due if cid not in self._searching]:
                 due.pop(cid)
                 attempts.pop(cid, None)
@@ -579,6 +596,9 @@ class Context:
             log.debug("ignoring datagram from %s: %s", addr, error)
             return
         for command in commands:
+            if type(command) is RsrvIsUpResponse:
+                self._beacon(command, addr)
+                continue
             if type(command) is not SearchResponse:
                 continue
             channel = self._searching.pop(command.cid, None)
@@ -591,6 +611,27 @@ class Context:
             host = addr[0] if ip == 0xFFFFFFFF else ipv4_from_int(ip)
             port = command.port
             asyncio.get_running_loop().create_task(self._attach(channel, (host, port)))
+
+    def _beacon(self, beacon: RsrvIsUpResponse, addr: tuple[str, int]) -> None:
+        host = beacon.address if beacon.address != "0.0.0.0" else addr[0]
+        server = (host, beacon.server_port)
+        if server in self.servers_seen:
+            return
+        self.servers_seen.add(server)
+        if self._searching and self._search_wakeup is not None:
+            # libca's reaction to a new server: search again at once
+            # rather than at the back-off's leisure.
+            self._restart_searches = True
+            self._search_wakeup.set()
+
+    async def _register_with_repeater(self) -> None:
+        """Register until the repeater confirms (it then forwards beacons)."""
+        target = ("127.0.0.1", self.config.repeater_port)
+        while self.broadcaster.state is not BroadcasterState.REGISTERED:
+            if self._udp is not None:
+                with contextlib.suppress(OSError, ProtocolError):
+                    self._udp.sendto(self.broadcaster.send(self.broadcaster.register()), target)
+            await asyncio.sleep(REPEATER_RETRY)
 
     async def _attach(self, channel: Channel, address: tuple[str, int]) -> None:
         key = (*address, channel.priority)

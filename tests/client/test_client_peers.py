@@ -190,3 +190,34 @@ def test_server_started_after_the_client_and_restarted_mid_subscription() -> Non
                     pass
 
     run(scenario)
+
+
+def test_a_new_servers_beacon_restarts_the_search() -> None:
+    """Through the repeater, a beacon finds the server long before the back-off would."""
+    import sys
+    import time
+
+    port, repeater = free_port(), free_port()
+    env = ca_environment(port, repeater)
+    argv = [sys.executable, "-m", "caioc.cli.repeater", "--port", str(repeater), "-v"]
+
+    async def scenario() -> None:
+        config = ClientConfig(
+            search_addresses=[("127.0.0.1", port)],
+            repeater_port=repeater,
+            max_search_interval=30.0,
+        )
+        async with Context(config) as ctx:
+            lo = ctx.channel("T:LO")
+            # search long enough that the back-off has grown to seconds
+            await asyncio.sleep(4.0)
+            with process_until_ready(CAIOC, env):
+                ready = time.monotonic()
+                await lo.wait_for_connection(timeout=10)
+                found_after = time.monotonic() - ready
+            assert ctx.servers_seen, "no beacon reached the client"
+            # the next search was seconds away; the beacon made it now
+            assert found_after < 1.5, found_after
+
+    with process_until_ready("", env, ready="", argv=argv):
+        run(scenario)
