@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smbus2 import i2c_msg
+from waiting import on_virtual_time, run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus
 from caioc.drivers import _sim_sht3x as sim_sht3x
@@ -30,32 +31,6 @@ T = TypeVar("T")
 # Half a raw step of the 16-bit words (datasheet 4.13), and a little for floats.
 TOLERANCE_T = 175 / 65535 / 2 + 1e-9
 TOLERANCE_RH = 100 / 65535 / 2 + 1e-9
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 30))
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def on_virtual_time(clock: VirtualClock, work: Awaitable[T], step: float = 0.0002) -> T:
-    """Await *work* while moving *clock* on in small steps (bounded: 10 virtual s)."""
-    task = asyncio.ensure_future(work)
-    start = clock.monotonic()
-    while not task.done():
-        await asyncio.sleep(0.0002)  # lets the bus worker finish a call before time moves
-        if clock.monotonic() - start > 10.0:
-            task.cancel()
-            raise AssertionError("the driver is still waiting after 10 virtual seconds")
-        clock.advance(step)
-    return task.result()
 
 
 def alarms(device: SHT3x) -> set[tuple[AlarmStatus, AlarmSeverity]]:

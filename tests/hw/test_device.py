@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
 from caioc.client import ClientConfig, Context, ServerError
@@ -67,19 +67,6 @@ class Thermometer(Device):
     @setpoint.writer
     async def setpoint(self, value: float) -> None:  # type: ignore[no-redef]
         await self.chip.write_registers_async(0x10, struct.pack(">h", round(value * 256)))
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 30))
 
 
 def alarm(device: Thermometer) -> tuple[AlarmStatus, AlarmSeverity]:
@@ -190,7 +177,8 @@ def test_through_ca_puts_reach_the_hardware_and_failures_refuse_them() -> None:
 
 
 IOC = """
-import asyncio
+import asyncio, sys
+sys.path.insert(0, "tests")  # the test modules' shared helpers
 from caioc.hw.sim import SimulatedI2CBus
 from caioc.ioc import pvproperty, serve
 from tests.hw.test_device import Thermometer, make_chip

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
+from waiting import until
 
 from caioc.ca import (
     NEED_DATA,
@@ -40,16 +41,6 @@ def config() -> ServerConfig:
     )
 
 
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait until ``condition()`` holds, at most TIMEOUT seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 class RawClient:
     """A CA client made of the core and a socket, with no manners imposed."""
 
@@ -67,9 +58,9 @@ class RawClient:
     def send(self, *commands: Command) -> None:
         self.writer.write(self.core.send(*commands))
 
-    async def receive(self, until: Callable[[], bool]) -> None:
+    async def receive(self, done: Callable[[], bool]) -> None:
         async def pump() -> None:
-            while not until():
+            while not done():
                 data = await self.reader.read(1 << 16)
                 if not data:
                     raise ConnectionError("server closed the circuit")
@@ -111,7 +102,7 @@ def test_garbage_closes_only_that_circuit() -> None:
             bad = await RawClient.connect(server.tcp_port)
             # a header announcing an obsolete command: the stream is unusable
             bad.writer.write(bytes.fromhex("0005000000000000000000000000000000"))
-            await wait_for(lambda: len(server.circuits) == 1, "the bad circuit to close")
+            await until(lambda: len(server.circuits) == 1, "the bad circuit to close")
             # the server said its VERSION, then hung up: nothing else
             leftover = await asyncio.wait_for(bad.reader.read(), TIMEOUT)
             assert leftover == bytes(VersionResponse(0))
@@ -169,8 +160,8 @@ def test_dead_client_mid_subscription_frees_everything() -> None:
                 await data.set(float(i))
                 if i % 100 == 0:
                     await asyncio.sleep(0)
-            await wait_for(lambda: data.subscription_count == 0, "the subscription to go")
-            await wait_for(lambda: not server.circuits, "the circuit to go")
+            await until(lambda: data.subscription_count == 0, "the subscription to go")
+            await until(lambda: not server.circuits, "the circuit to go")
             # and the server still serves newcomers
             other = await RawClient.connect(server.tcp_port)
             await other.open("X")

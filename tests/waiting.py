@@ -1,0 +1,49 @@
+"""Bounded waits for tests: wait on the condition itself, never a fixed time.
+
+Every helper polls its condition in small steps and fails with a message
+naming what it waited for once its time is up, so a broken feature shows
+as a clear failure rather than a hung test run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: How often a condition is looked at again.
+POLL = 0.005
+
+
+def run(test: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> None:
+    """Run an async test body with an overall time limit."""
+    asyncio.run(asyncio.wait_for(test(), timeout))
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Return once ``condition()`` holds; AssertionError naming ``what`` after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(POLL)
+
+
+async def on_virtual_time(clock: Any, work: Awaitable[T], step: float = 0.0002) -> T:
+    """Await ``work`` while moving a virtual ``clock`` on (bounded: 10 virtual s).
+
+    Each step first yields to let a bus worker thread finish its call, so
+    virtual time never overtakes work that is already under way.
+    """
+    task = asyncio.ensure_future(work)
+    start = clock.monotonic()
+    while not task.done():
+        await asyncio.sleep(0.0002)
+        if clock.monotonic() - start > 10.0:
+            task.cancel()
+            raise AssertionError("still waiting after 10 virtual seconds")
+        clock.advance(step)
+    return task.result()
