@@ -169,3 +169,40 @@ class BusWorker:
                 future.set_result(result)
             finally:
                 self._current = None
+
+
+_B = TypeVar("_B", bound="WorkerBus")
+
+
+class WorkerBus:
+    """What every bus served by a :class:`BusWorker` shares.
+
+    Subclasses set ``name`` and ``_worker`` and implement :meth:`close`;
+    this gives them ``closed``, ``worker``, ``repr`` and ``with`` blocks.
+    """
+
+    name: str
+    _worker: BusWorker
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}{' closed' if self.closed else ''}>"
+
+    def __enter__(self: _B) -> _B:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._worker.closed
+
+    @property
+    def worker(self) -> BusWorker:
+        """The worker thread's owner (for diagnostics and tests)."""
+        return self._worker
+
+    def close(self) -> None:
+        """Release the bus and stop its worker; idempotent."""
+        raise NotImplementedError

@@ -45,7 +45,7 @@ from caioc.ca import AlarmStatus
 
 from ._clock import REAL_CLOCK, Clock
 from ._errors import BusTimeout, DeviceClosed, DeviceUnplugged, HardwareError, NoAcknowledge
-from ._worker import BusWorker
+from ._worker import BusWorker, WorkerBus
 
 __all__ = ["I2CBus", "I2CDevice", "SMBusLike"]
 
@@ -124,7 +124,7 @@ def _translate(exc: OSError, description: str, source: str, write: bool) -> Hard
     return HardwareError(message, kind=kind, source=source)
 
 
-class I2CBus:
+class I2CBus(WorkerBus):
     """An I2C bus whose calls run serialised on one worker thread.
 
     *bus* is an adapter number (``1`` for ``/dev/i2c-1``), a device path, or
@@ -165,30 +165,6 @@ class I2CBus:
         self.clock: Clock = clock or getattr(backend, "clock", None) or REAL_CLOCK
         self._smbus = backend
         self._worker = BusWorker(self.name, clock=self.clock)
-
-    def __repr__(self) -> str:
-        return f"<I2CBus {self.name}{' closed' if self.closed else ''}>"
-
-    def __enter__(self) -> I2CBus:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has been called."""
-        return self._worker.closed
-
-    @property
-    def worker(self) -> BusWorker:
-        """The worker thread's owner (for diagnostics and tests)."""
-        return self._worker
 
     def close(self) -> None:
         """Stop the worker and close the adapter; idempotent."""

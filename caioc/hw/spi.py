@@ -36,7 +36,7 @@ from caioc.ca import AlarmStatus
 
 from ._clock import REAL_CLOCK, Clock
 from ._errors import BackendUnavailable, BusTimeout, DeviceClosed, DeviceUnplugged, HardwareError
-from ._worker import BusWorker
+from ._worker import BusWorker, WorkerBus
 
 __all__ = ["SPIBus", "SPIDevice", "SpiDevLike"]
 
@@ -86,7 +86,7 @@ def _translate(exc: OSError, description: str, source: str) -> HardwareError:
     return HardwareError(message, kind=AlarmStatus.READ, source=source)
 
 
-class SPIBus:
+class SPIBus(WorkerBus):
     """An SPI controller whose transfers run serialised on one worker thread.
 
     *bus* is the controller number (0 for ``/dev/spidev0.*``). *timeout*
@@ -113,30 +113,6 @@ class SPIBus:
         self.clock: Clock = clock or getattr(spidev_factory, "clock", None) or REAL_CLOCK
         self._handles: dict[int, SpiDevLike] = {}  # by chip select; worker only
         self._worker = BusWorker(self.name, clock=self.clock)
-
-    def __repr__(self) -> str:
-        return f"<SPIBus {self.name}{' closed' if self.closed else ''}>"
-
-    def __enter__(self) -> SPIBus:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has been called."""
-        return self._worker.closed
-
-    @property
-    def worker(self) -> BusWorker:
-        """The worker thread's owner (for diagnostics and tests)."""
-        return self._worker
 
     def close(self) -> None:
         """Close every chip select's device node and stop the worker; idempotent."""
