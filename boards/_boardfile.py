@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._buses import bus_kind, open_bus
 from ._models import BOARDS, Board, detect_board
 
 if sys.version_info >= (3, 11):
@@ -41,7 +42,6 @@ __all__ = ["BoardFile", "BoardFileError", "DeviceSpec", "build", "load"]
 log = logging.getLogger("caioc.boards")
 
 _NAME = re.compile(r"[A-Za-z0-9_\-:]+")
-_BUS = re.compile(r"(i2c|spi|serial|w1|gpio)[-\w.]*")
 _DEVICE_KEYS = {"driver", "name", "bus", "address", "options"}
 _BOARD_KEYS = {"model", "prefix"}
 
@@ -64,7 +64,9 @@ class DeviceSpec:
     driver: str
     name: str
     bus: str
-    address: int | None
+    #: An I2C address or chip select (int), or a pin, port or device id
+    #: (str) as the driver's bus names them; None: the driver's default.
+    address: int | str | None
     options: dict[str, Any]
     line: int
 
@@ -164,11 +166,13 @@ def load(path: str | Path) -> BoardFile:
             raise fail("name", f"two devices are called {name!r}")
         names.add(name)
         bus = table["bus"]
-        if not _BUS.fullmatch(bus) or not bus.startswith(info.bus):
+        if bus_kind(bus) != info.bus:
             raise fail("bus", f"{info.name} is on a {info.bus} bus, not {bus!r}")
         address = table.get("address", info.default_address)
-        if address is not None and not isinstance(address, int):
-            raise fail("address", f"address must be a number, not {address!r}")
+        if address is not None and (
+            isinstance(address, bool) or not isinstance(address, (int, str))
+        ):
+            raise fail("address", f"address must be a number or a string, not {address!r}")
         options = table.get("options", {})
         unknown_options = set(options) - set(info.options)
         if unknown_options:
@@ -181,26 +185,6 @@ def load(path: str | Path) -> BoardFile:
     return result
 
 
-def _open_bus(bus: str, sim: bool, cache: dict[str, Any]) -> Any:
-    if bus in cache:
-        return cache[bus]
-    if sim:
-        from caioc.hw.sim import SimulatedI2CBus
-
-        if not bus.startswith("i2c"):
-            raise NotImplementedError(f"no simulated {bus} bus yet")
-        cache[bus] = SimulatedI2CBus()
-        log.info("bus %s: simulated", bus)
-    else:
-        if not bus.startswith("i2c-"):
-            raise NotImplementedError(f"bus {bus!r} is not supported by board files yet")
-        import smbus2
-
-        cache[bus] = smbus2.SMBus(int(bus.split("-", 1)[1]))
-        log.info("bus %s: /dev/%s through smbus2", bus, bus)
-    return cache[bus]
-
-
 def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None) -> list[Any]:
     """The devices of ``board_file``, on real or simulated buses."""
     from caioc.drivers import lookup
@@ -211,7 +195,9 @@ def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None
     for spec in board_file.devices:
         info = lookup(spec.driver)
         try:
-            bus = _open_bus(spec.bus, sim, buses)
+            if spec.bus not in buses:
+                buses[spec.bus] = open_bus(spec.bus, sim=sim, board=board_file.board)
+            bus = buses[spec.bus]
         except (NotImplementedError, OSError) as error:
             raise BoardFileError(board_file.path, spec.line, str(error)) from error
         if sim:
