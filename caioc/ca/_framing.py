@@ -331,23 +331,28 @@ def parse_datagram(
     """
     if sender is Role.REPEATER:
         raise ValueError("a repeater forwards datagrams; parse them as their sender's")
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         data = bytes(data)
     classes = _classes_from(sender)
+    known = len(classes)
     limit = max_payload_for(max_payload)
     view = memoryview(data)
     total = len(data)
     offset = 0
     out: list[Command] = []
+    # Locals for the per-message loop: a search storm is thousands of these.
+    append = out.append
+    unpack = _unpack_header
+    check_for = _CHECKS.get
+    new = _new
     while offset < total:
         if total - offset < _HEADER_SIZE:
             raise RemoteProtocolError(
                 f"datagram from the {sender.value} ends {total - offset} bytes into a header "
                 f"at offset {offset}"
             )
-        command, size, data_type, data_count, p1, p2 = _unpack_header(data, offset)
+        command, size, data_type, data_count, p1, p2 = unpack(data, offset)
         start = offset + _HEADER_SIZE
-        canonical = data_count != 0xFFFF
         if size == 0xFFFF:
             if total - start < 8:
                 raise RemoteProtocolError(
@@ -357,21 +362,24 @@ def parse_datagram(
             count_field = data_count
             size, data_count = _unpack_sizes(data, start)
             start += 8
-            canonical = _canonical(size, data_count, True, count_field)
-        cls = classes[command] if command < len(classes) else None
+            verbatim = not _canonical(size, data_count, True, count_field)
+        else:
+            verbatim = data_count == 0xFFFF
+        cls = classes[command] if command < known else None
         if cls is None:
             raise _illegal(command, sender)
-        if size > limit or start + size > total:
+        end = start + size
+        if size > limit or end > total:
             raise RemoteProtocolError(
                 f"datagram from the {sender.value}: {_describe(command)} at offset {offset} "
                 f"announces {size} payload bytes but {total - start} remain"
             )
-        check = _CHECKS.get(cls)
+        check = check_for(cls)
         if check is not None:
             check(cls, size, data_type, data_count)
-        end = start + size
+        # An odd but legal header form is kept verbatim to re-encode exactly.
         payload = view[start:end] if size else b""
-        wire = None if canonical else data[offset:end]
-        out.append(_new(cls, (command, size, data_type, data_count, p1, p2, payload, wire)))
+        wire = data[offset:end] if verbatim else None
+        append(new(cls, (command, size, data_type, data_count, p1, p2, payload, wire)))
         offset = end
     return out
