@@ -114,6 +114,9 @@ BOARDS = {
     )
 }
 
+#: Any model will do for the header, which they all share.
+_ANY_MODEL = BOARDS["raspberry-pi-4"]
+
 _MODEL_FILES = (Path("/proc/device-tree/model"), Path("/sys/firmware/devicetree/base/model"))
 
 
@@ -136,8 +139,14 @@ def detect_board(environ: dict[str, str] | None = None) -> Board | None:
     return None
 
 
-def resolve_pin(board: Board, pin: int | str) -> int:
-    """A BCM number from 17, "GPIO17", "BCM17", "BOARD11" or "J8:11"."""
+def resolve_pin(board: Board | None, pin: int | str) -> int:
+    """A BCM number from 17, "GPIO17", "BCM17", "BOARD11" or "J8:11".
+
+    Header positions are read on *board*'s header; None means the 40-pin
+    header every model here shares. GPIO backends use this as their
+    ``pin_resolver`` (see ``boards/_bus_gpio.py``); names it does not know
+    raise ValueError and go on to the chip's line names.
+    """
     if isinstance(pin, int):
         return pin
     text = pin.strip().upper()
@@ -146,7 +155,7 @@ def resolve_pin(board: Board, pin: int | str) -> int:
         return int(match.group(1))
     match = re.fullmatch(r"(?:BOARD|J8:)(\d+)", text)
     if match:
-        header_pin = board.pin(int(match.group(1)))
+        header_pin = (board or _ANY_MODEL).pin(int(match.group(1)))
         if header_pin.bcm is None:
             raise ValueError(f"header pin {header_pin.position} is {header_pin.name}, not a GPIO")
         return header_pin.bcm

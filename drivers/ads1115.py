@@ -184,14 +184,19 @@ class ADS1115(I2CSensor):
         code -= (code & 0x8000) << 1
         return code, code * volts / 32768
 
-    async def post(self, attribute: str, value: Any) -> None:
+    async def post(self, attribute: str, value: Any, *, timestamp: float | None = None) -> None:
         """Publish a reading; one at the full scale gets HWLIMIT/INVALID."""
         if attribute in self._clipped:
             self._clipped.discard(attribute)
             channel = getattr(self, attribute)
-            await channel.set(value, status=AlarmStatus.HWLIMIT, severity=AlarmSeverity.INVALID)
+            await channel.set(
+                value,
+                status=AlarmStatus.HWLIMIT,
+                severity=AlarmSeverity.INVALID,
+                timestamp=timestamp,
+            )
             return
-        await super().post(attribute, value)
+        await super().post(attribute, value, timestamp=timestamp)
 
     @full_scale.writer  # type: ignore[no-redef]
     async def full_scale(self, value: Any) -> None:

@@ -263,13 +263,18 @@ class Device(PVGroup):
         self._failures = 0
         return value
 
-    async def post(self, attribute: str, value: Any) -> None:
-        """Publish a good value of a reading (polls and I/O interrupts use this)."""
+    async def post(self, attribute: str, value: Any, *, timestamp: float | None = None) -> None:
+        """Publish a good value of a reading (polls and I/O interrupts use this).
+
+        *timestamp* (POSIX seconds) is when the hardware saw the value, for
+        I/O-interrupt updates that carry their own time (a GPIO edge's
+        kernel timestamp); None: now.
+        """
         channel = self._channels[attribute]
         if isinstance(value, float) and math.isnan(value):
-            await channel.set(value)  # NaN is UDF by itself
+            await channel.set(value, timestamp=timestamp)  # NaN is UDF by itself
             return
-        await channel.set(value)
+        await channel.set(value, timestamp=timestamp)
         self._good[attribute] = time.monotonic()
 
     async def _read_failed(self, attribute: str, declared: reading, error: BaseException) -> None:

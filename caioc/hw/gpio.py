@@ -37,11 +37,27 @@ pin class
   waiters.
 * ``_set_frequency(hz)`` / ``_set_duty_cycle(fraction)``: PWM (default:
   unsupported). ``hz`` is ``None`` to stop PWM.
+* ``_set_bounce(seconds)``: tell the hardware or library about the
+  debounce time (default: nothing; the base class filters edges closer
+  than ``bounce`` to the last reported one in software either way).
 * ``_close()``: release the line (default: nothing).
 
 :class:`GPIOBackend` subclasses *must* override ``_make_pin(number)`` and
 set ``name``; they *may* override ``pin_numbers`` (the valid BCM numbers),
-``clock`` (used for edge timestamps and timeouts) and ``close()``.
+``clock`` (used for edge timestamps and timeouts), ``_line_number(name)``
+(a pin named by its line name, such as ``"ID_SDA"``) and ``close()``.
+
+Pin names
+---------
+
+:meth:`GPIOBackend.pin` reads BCM numbers itself (:func:`parse_pin`). Other
+names go first to the backend's :attr:`~GPIOBackend.pin_resolver`, a hook
+that board definitions fill in (``caioc.boards`` reads header positions:
+``"BOARD11"``, ``"J8:11"``), so this module needs no board tables; then to
+the backend's own line names (gpiod and lgpio ask the chip).
+
+The hardware backends live in ``gpio_gpiod``, ``gpio_lgpio`` and
+``gpio_rpigpio`` next to this module.
 """
 
 from __future__ import annotations
@@ -284,6 +300,8 @@ class Pin:
     def bounce(self, seconds: float | None) -> None:
         if seconds is not None and seconds < 0:
             raise PinError("bounce time cannot be negative")
+        self._check()
+        self._set_bounce(seconds)
         self._bounce = seconds
 
     @property
@@ -443,8 +461,14 @@ class Pin:
     def _set_duty_cycle(self, fraction: float) -> None:
         raise UnsupportedOperation(f"{self.name}: {self.backend.name} has no PWM")
 
+    def _set_bounce(self, seconds: float | None) -> None:
+        pass  # the software filter in _edge_detected does the work
+
     def _close(self) -> None:
         pass
+
+
+PinResolver = Callable[[str], int]
 
 
 class GPIOBackend:
@@ -454,6 +478,13 @@ class GPIOBackend:
     clock: Clock = REAL_CLOCK
     pin_numbers: Iterable[int] = range(54)
     """The valid BCM numbers (the BCM2835 family has GPIO0 to GPIO53)."""
+
+    pin_resolver: PinResolver | None = None
+    """Reads pin names :func:`parse_pin` does not (``"BOARD11"``, ``"J8:11"``).
+
+    Board definitions set it (see :mod:`caioc.boards`); it returns a BCM
+    number or raises ValueError.
+    """
 
     def __init__(self) -> None:
         self._pins: dict[int, Pin] = {}
@@ -474,9 +505,33 @@ class GPIOBackend:
     ) -> None:
         self.close()
 
+    def number(self, spec: int | str) -> int:
+        """The BCM number (line offset) of the pin named *spec*.
+
+        Tries :func:`parse_pin`, then :attr:`pin_resolver`, then the
+        backend's line names; PinError if none knows the name.
+        """
+        try:
+            return parse_pin(spec)
+        except PinError:
+            if not isinstance(spec, str):
+                raise
+        if self.pin_resolver is not None:
+            try:
+                return self.pin_resolver(spec)
+            except ValueError:  # PinError is one too
+                pass
+        number = self._line_number(spec.strip())
+        if number is None:
+            raise PinError(
+                f"{self.name}: no pin called {spec!r}; use a BCM number ('GPIO17'), "
+                "a header position ('BOARD11', 'J8:11') or a line name"
+            )
+        return number
+
     def pin(self, spec: int | str) -> Pin:
         """The pin named *spec*, opened on first use and shared afterwards."""
-        number = parse_pin(spec)
+        number = self.number(spec)
         if number not in self.pin_numbers:
             raise PinError(f"{self.name}: no pin GPIO{number}")
         with self._lock:
@@ -497,6 +552,10 @@ class GPIOBackend:
 
     def _make_pin(self, number: int) -> Pin:
         raise NotImplementedError
+
+    def _line_number(self, name: str) -> int | None:
+        """The offset of the line called *name*, None if unknown (default: none are)."""
+        return None
 
     def _forget(self, pin: Pin) -> None:
         with self._lock:
@@ -520,9 +579,9 @@ class BackendInfo:
 
 BACKENDS: dict[str, BackendInfo] = {
     "sim": BackendInfo("caioc.hw.sim.gpio", "SimulatedGPIO", None, None),
-    "gpiod": BackendInfo("caioc.hw._gpio_gpiod", "GpiodBackend", "gpiod", "gpiod"),
-    "lgpio": BackendInfo("caioc.hw._gpio_lgpio", "LgpioBackend", "lgpio", "lgpio"),
-    "rpigpio": BackendInfo("caioc.hw._gpio_rpigpio", "RPiGPIOBackend", "RPi.GPIO", "rpi"),
+    "gpiod": BackendInfo("caioc.hw.gpio_gpiod", "GpiodBackend", "gpiod", "gpiod"),
+    "lgpio": BackendInfo("caioc.hw.gpio_lgpio", "LgpioBackend", "lgpio", "lgpio"),
+    "rpigpio": BackendInfo("caioc.hw.gpio_rpigpio", "RPiGPIOBackend", "RPi.GPIO", "rpi"),
 }
 """Every backend by the name ``load_backend`` and ``$CAIOC_GPIO_BACKEND`` use."""
 

@@ -410,3 +410,53 @@ def test_close_is_idempotent_and_use_after_close_raises(gpio: SimulatedGPIO) -> 
     assert fresh is not pin and fresh.direction is Direction.INPUT
     gpio.close()
     assert fresh.closed
+
+
+# Names beyond BCM numbers, parts, and lines that outlive pins.
+
+
+def test_other_names_go_to_the_pin_resolver_then_the_line_names(gpio: SimulatedGPIO) -> None:
+    with pytest.raises(PinError, match="no pin called 'J8:11'"):
+        gpio.pin("J8:11")  # no resolver: only BCM numbers
+
+    def header(name: str) -> int:
+        if name == "J8:11":
+            return 17
+        raise ValueError(name)
+
+    gpio.pin_resolver = header
+    assert gpio.pin("J8:11").number == 17 and gpio.pin("GPIO17") is gpio.pin("J8:11")
+    with pytest.raises(PinError, match="header position"):
+        gpio.pin("J8:99")
+
+
+def test_the_line_outlives_its_pin_objects(gpio: SimulatedGPIO) -> None:
+    pin = gpio.pin(5)
+    pin.drive(0)  # a button held down
+    pin.pull = Pull.UP
+    pin.close()
+    again = gpio.pin(5)
+    assert again is not pin and again.level == 0  # still held
+    pin.release()  # the old handle still plays the outside world
+    again.pull = Pull.UP
+    assert again.level == 1
+    assert [level for _, level in again.history] == [0, 1] and again.history is pin.history
+
+
+def test_an_output_set_in_one_step_does_not_glitch(gpio: SimulatedGPIO) -> None:
+    pin = gpio.pin(6)
+    pin.input_with_pull(Pull.UP)
+    pin.output_with_value(1)
+    assert pin.direction is Direction.OUTPUT and pin.level == 1
+    assert [level for _, level in pin.history] == [0, 1]  # never driven low
+
+
+def test_parts_are_attached_by_calling_their_connect(gpio: SimulatedGPIO) -> None:
+    class Jumper:
+        def connect(self, backend: SimulatedGPIO) -> None:
+            backend.wire(20, 21)
+
+    part = Jumper()
+    assert gpio.attach(part) is part
+    gpio.pin(20).output_with_value(1)
+    assert gpio.pin(21).level == 1

@@ -15,6 +15,8 @@ a real line:
   drives it (a short to ground or to 3.3 V);
 * every level change is kept in :attr:`SimulatedPin.history` with its time
   on the backend clock, and reported as an edge on inputs that ask;
+* :meth:`SimulatedGPIO.attach` plugs in a simulated part (a button, a
+  relay: anything with ``connect(gpio)``), as board files do with ``--sim``;
 * PWM is simulated by its settings (frequency, duty cycle, kept in
   :attr:`SimulatedPin.pwm_history`), not as a waveform: wired inputs see the
   pin's plain output value.
@@ -28,15 +30,47 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
+from typing import Protocol, TypeVar
 
 from .._clock import REAL_CLOCK, Clock
-from ..gpio import Direction, Edge, GPIOBackend, Pin, Pull, parse_pin
+from ..gpio import Direction, Edge, GPIOBackend, Pin, Pull
 
-__all__ = ["SimulatedGPIO", "SimulatedPin"]
+__all__ = ["SimulatedGPIO", "SimulatedPart", "SimulatedPin"]
+
+
+class SimulatedPart(Protocol):
+    """Something :meth:`SimulatedGPIO.attach` can plug in."""
+
+    def connect(self, gpio: SimulatedGPIO) -> None:
+        """Take the pin(s) this part is wired to from *gpio*."""
+        ...
+
+
+PartT = TypeVar("PartT", bound=SimulatedPart)
+
+
+class _Line:
+    """The world outside the chip on one line: what drives it, and its level.
+
+    It outlives the :class:`SimulatedPin` objects opened on the line, as a
+    wire outlives a program: a button still held when a pin is closed and
+    opened again is still held, and the level and history carry on.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.driven: int | None = None
+        self.stuck: int | None = None
+        self.level = 0
+        self.history: deque[tuple[float, int]] = deque([(now, 0)], 10_000)
 
 
 class SimulatedPin(Pin):
-    """A pin of :class:`SimulatedGPIO`; the test-side controls are public."""
+    """A pin of :class:`SimulatedGPIO`; the test-side controls are public.
+
+    The test side (:meth:`drive`, :meth:`release`, :meth:`stick`,
+    :attr:`level`, :attr:`history`) acts on the line itself, so it keeps
+    working on a pin object that has been closed.
+    """
 
     backend: SimulatedGPIO
 
@@ -45,16 +79,21 @@ class SimulatedPin(Pin):
         self._direction = Direction.INPUT
         self._output = 0
         self._pull = Pull.NONE
-        self._driven: int | None = None
-        self._stuck: int | None = None
+        self._line = backend._line(number)
         self._frequency: float | None = None
         self._duty_cycle = 0.0
-        self.level = 0
-        """The level the line is at now."""
-        self.history: deque[tuple[float, int]] = deque([(backend.clock.monotonic(), 0)], 10_000)
-        """(timestamp, level) for every level change, oldest first."""
         self.pwm_history: deque[tuple[float, float | None, float]] = deque(maxlen=10_000)
         """(timestamp, frequency, duty cycle) for every PWM setting."""
+
+    @property
+    def level(self) -> int:
+        """The level the line is at now."""
+        return self._line.level
+
+    @property
+    def history(self) -> deque[tuple[float, int]]:
+        """(timestamp, level) for every level change of the line, oldest first."""
+        return self._line.history
 
     # The contract.
 
@@ -72,6 +111,14 @@ class SimulatedPin(Pin):
     def _set_value(self, value: int) -> None:
         with self.backend._state_lock:
             self._output = value
+        self.backend._settle()
+
+    def output_with_value(self, value: int | bool) -> None:
+        """Make the pin an output at *value* in one step, as real lines can (no glitch)."""
+        self._check()
+        with self.backend._state_lock:
+            self._output = 1 if value else 0
+            self._direction = Direction.OUTPUT
         self.backend._settle()
 
     def _get_pull(self) -> Pull:
@@ -121,25 +168,25 @@ class SimulatedPin(Pin):
     def drive(self, level: int | bool) -> None:
         """Drive the line from outside (a button, another chip) to *level*."""
         with self.backend._state_lock:
-            self._driven = 1 if level else 0
+            self._line.driven = 1 if level else 0
         self.backend._settle()
 
     def release(self) -> None:
         """Stop driving the line from outside."""
         with self.backend._state_lock:
-            self._driven = None
+            self._line.driven = None
         self.backend._settle()
 
     def stick(self, level: int | bool) -> None:
         """Fault: the line reads *level* whatever drives it, until :meth:`unstick`."""
         with self.backend._state_lock:
-            self._stuck = 1 if level else 0
+            self._line.stuck = 1 if level else 0
         self.backend._settle()
 
     def unstick(self) -> None:
         """Clear the stuck-line fault."""
         with self.backend._state_lock:
-            self._stuck = None
+            self._line.stuck = None
         self.backend._settle()
 
     def pulse(self, width: float, level: int | bool = 1) -> None:
@@ -160,7 +207,7 @@ class SimulatedPin(Pin):
     @property
     def stuck(self) -> int | None:
         """The level the line is stuck at, or None."""
-        return self._stuck
+        return self._line.stuck
 
 
 class SimulatedGPIO(GPIOBackend):
@@ -181,6 +228,7 @@ class SimulatedGPIO(GPIOBackend):
         self.clock = clock or REAL_CLOCK
         self.pin_numbers = frozenset(pin_numbers)
         self._state_lock = threading.RLock()
+        self._lines: dict[int, _Line] = {}
         self._wires: dict[int, set[int]] = {}
         self._dispatch_lock = threading.RLock()  # callbacks may set pins
 
@@ -194,9 +242,26 @@ class SimulatedGPIO(GPIOBackend):
     def _make_pin(self, number: int) -> SimulatedPin:
         return SimulatedPin(self, number)
 
+    def _line(self, number: int) -> _Line:
+        with self._state_lock:
+            line = self._lines.get(number)
+            if line is None:
+                line = self._lines[number] = _Line(self.clock.monotonic())
+            return line
+
+    def attach(self, part: PartT) -> PartT:
+        """Plug in a simulated part (a button, a relay ...): calls ``part.connect(self)``.
+
+        Board files with ``--sim`` attach what each GPIO driver's simulator
+        returns; the part takes its pin from this backend and plays the
+        world outside it (drives it, or watches what the device drives).
+        """
+        part.connect(self)
+        return part
+
     def wire(self, first: int | str, second: int | str) -> None:
         """Connect two pins' lines, as a jumper wire would."""
-        a, b = parse_pin(first), parse_pin(second)
+        a, b = self.number(first), self.number(second)
         with self._state_lock:
             self._wires.setdefault(a, set()).add(b)
             self._wires.setdefault(b, set()).add(a)
@@ -204,7 +269,7 @@ class SimulatedGPIO(GPIOBackend):
 
     def unwire(self, first: int | str, second: int | str) -> None:
         """Remove the wire between two pins."""
-        a, b = parse_pin(first), parse_pin(second)
+        a, b = self.number(first), self.number(second)
         with self._state_lock:
             self._wires.get(a, set()).discard(b)
             self._wires.get(b, set()).discard(a)
@@ -227,19 +292,21 @@ class SimulatedGPIO(GPIOBackend):
         with self._state_lock:
             now = self.clock.monotonic()
             done: set[int] = set()
-            for number in list(self._pins):
+            for number in list(self._lines):
                 if number in done:
                     continue
                 net = self._net(number)
                 done |= net
+                lines = [self._line(n) for n in sorted(net)]
                 pins = [p for n in net if isinstance(p := self._pins.get(n), SimulatedPin)]
-                level = self._resolve(pins)
-                for member in pins:
-                    if member.level != level:
-                        member.level = level
-                        member.history.append((now, level))
-                        if member._direction is Direction.INPUT:
-                            changed.append((member, level, now))
+                level = self._resolve(lines, pins)
+                for n, line in zip(sorted(net), lines, strict=True):
+                    if line.level != level:
+                        line.level = level
+                        line.history.append((now, level))
+                        pin = self._pins.get(n)
+                        if isinstance(pin, SimulatedPin) and pin._direction is Direction.INPUT:
+                            changed.append((pin, level, now))
         # Callbacks run outside the lock (they may set other pins), one
         # settle at a time so edges keep their order.
         with self._dispatch_lock:
@@ -247,13 +314,13 @@ class SimulatedGPIO(GPIOBackend):
                 member._edge_detected(level, when)
 
     @staticmethod
-    def _resolve(pins: list[SimulatedPin]) -> int:
-        """The level of a line from its pins: stuck, driven, pulled, or kept."""
-        stuck = [p._stuck for p in pins if p._stuck is not None]
+    def _resolve(lines: list[_Line], pins: list[SimulatedPin]) -> int:
+        """The level of a net from its lines and open pins: stuck, driven, pulled, or kept."""
+        stuck = [line.stuck for line in lines if line.stuck is not None]
         if stuck:
             return min(stuck)
         drivers = [p._output for p in pins if p._direction is Direction.OUTPUT]
-        drivers += [p._driven for p in pins if p._driven is not None]
+        drivers += [line.driven for line in lines if line.driven is not None]
         if drivers:
             return min(drivers)  # low wins, as on a wired-AND line
         pulls = {p._pull for p in pins}
@@ -261,4 +328,4 @@ class SimulatedGPIO(GPIOBackend):
             return 0
         if Pull.UP in pulls:
             return 1
-        return pins[0].level if pins else 0  # floating: stays where it was
+        return lines[0].level if lines else 0  # floating: stays where it was
