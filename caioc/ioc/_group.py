@@ -25,13 +25,16 @@ Each ``pvproperty`` becomes a :class:`~caioc.server.ChannelData` named
 :mod:`._fields`. Hooks are plain ``async`` methods: ``getter`` runs before
 each client read, ``putter`` before each client put (raise to refuse it with
 a clear message), ``startup``/``shutdown`` when the IOC starts and stops,
-``scan`` periodically.
+``scan`` periodically (at the period ``.SCAN`` shows and may change; a
+``.PROC`` write runs it once more, and ``.DISA`` skips it, see
+:mod:`._fields`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -48,7 +51,7 @@ from ..server import (
     ChannelInteger,
     ChannelString,
 )
-from ._fields import add_fields
+from ._fields import ScanControl, add_fields
 
 __all__ = ["PVGroup", "SubGroup", "pvproperty"]
 
@@ -74,6 +77,14 @@ _CHANNEL_OPTIONS = (
     "access_group",
     "access_level",
     "autosave",
+    "upper_alarm_severity",
+    "upper_warning_severity",
+    "lower_warning_severity",
+    "lower_alarm_severity",
+    "alarm_hysteresis",
+    "monitor_deadband",
+    "archive_deadband",
+    "disable_severity",
 )
 
 
@@ -218,9 +229,10 @@ def _wrap_read(channel: ChannelData, group: PVGroup, getter: Hook) -> None:
     read = channel.read
 
     async def read_after_getter(data_type: int, data_count: int, client_version: int) -> Any:
-        value = await getter(group, channel)
-        if value is not None:
-            await channel.set(value)
+        if not channel.check_disabled():
+            value = await getter(group, channel)
+            if value is not None:
+                await channel.set(value)
         return await read(data_type, data_count, client_version)
 
     channel.read = read_after_getter  # type: ignore[method-assign]
@@ -271,6 +283,8 @@ class PVGroup:
         #: The PVs themselves, in declaration order (pvdb adds their fields).
         self.pv_names: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
+        #: attribute -> the period of its scan hook (what .SCAN shows).
+        self._scans: dict[str, ScanControl] = {}
         for attribute, declared in self._declared():
             if isinstance(declared, pvproperty):
                 name = self.prefix + (declared.name or attribute).format(**self.macros)
@@ -280,7 +294,16 @@ class PVGroup:
                 self._channels[attribute] = channel
                 self.pvdb[name] = channel
                 self.pv_names.append(name)
-                self.pvdb.update(add_fields(name, channel, declared.doc))
+                if declared.scan_period is not None:
+                    self._scans[attribute] = ScanControl(declared.scan_period)
+                fields = add_fields(
+                    name,
+                    channel,
+                    declared.doc,
+                    scan=self._scans.get(attribute),
+                    process=functools.partial(self._process, attribute),
+                )
+                self.pvdb.update(fields)
             else:
                 sub = declared.group(
                     self.prefix + declared.prefix.format(**self.macros),
@@ -315,22 +338,63 @@ class PVGroup:
         for _, hook, channel in self._hooks("startup"):
             await hook(self, channel)
         loop = asyncio.get_running_loop()
-        for declared, hook, channel in self._hooks("scan"):
-            assert declared.scan_period is not None
-            self._tasks.append(loop.create_task(self._scan(hook, channel, declared.scan_period)))
+        for attribute, scan in self._scans.items():
+            declared = type(self)._declared_pvproperty(attribute)
+            task = self._scan(declared.hooks["scan"], self._channels[attribute], scan)
+            self._tasks.append(loop.create_task(task))
         for group in self._groups.values():
             await group.startup()
 
-    async def _scan(self, hook: Hook, channel: ChannelData, period: float) -> None:
+    @classmethod
+    def _declared_pvproperty(cls, attribute: str) -> pvproperty:
+        declared = dict(cls._declared())[attribute]
+        assert isinstance(declared, pvproperty)
+        return declared
+
+    async def _process(self, attribute: str) -> None:
+        """Process the PV of ``attribute`` once, as a ``.PROC`` write does.
+
+        Runs its scan hook, else its getter (storing what it returns), else
+        stores its value again; nothing but the DISABLE alarm while it is
+        disabled.
+        """
+        channel = self._channels[attribute]
+        if channel.check_disabled():
+            return
+        hooks = type(self)._declared_pvproperty(attribute).hooks
+        if "scan" in hooks:
+            await hooks["scan"](self, channel)
+            return
+        value = None
+        if "getter" in hooks:
+            value = await hooks["getter"](self, channel)
+        await channel.set(channel.value if value is None else value)
+
+    async def _scan(self, hook: Hook, channel: ChannelData, scan: ScanControl) -> None:
         loop = asyncio.get_running_loop()
-        next_time = loop.time()
+        due = loop.time()
         while True:
-            try:
-                await hook(self, channel)
-            except Exception:  # a failing scan must not stop the IOC
-                log.exception("scan of %r failed", channel)
-            next_time += period
-            await asyncio.sleep(max(0.0, next_time - loop.time()))
+            scan.changed.clear()
+            period = scan.period
+            if period is None:  # Passive: wait for a period
+                await scan.changed.wait()
+                due = loop.time() + (scan.period or 0.0)
+                continue
+            delay = due - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(scan.changed.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                else:  # a new period: the next run is one new period from now
+                    due = loop.time() + (scan.period or 0.0)
+                    continue
+            if not channel.check_disabled():
+                try:
+                    await hook(self, channel)
+                except Exception:  # a failing scan must not stop the IOC
+                    log.exception("scan of %r failed", channel)
+            due += period
 
     async def shutdown(self) -> None:
         """Stop the scan loops and run shutdown hooks (sub-groups first)."""

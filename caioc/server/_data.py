@@ -40,6 +40,18 @@ BEYOND THE CONTRACT (what server-side code uses):
   UDF/INVALID; ``ChannelEnum``'s ``enum_severities`` give STATE alarms.
   Refused values raise ``ChannelValueError`` (a ``ChannelError`` and a
   ``ValueError``).
+* The severity of each limit (HHSV HSV LSV LLSV: ``upper_alarm_severity``
+  ...), the alarm hysteresis (HYST, ``alarm_hysteresis``) and the monitor
+  and archive deadbands (MDEL, ADEL: ``monitor_deadband``,
+  ``archive_deadband``) work as aiRecord.c's checkAlarms and monitor() do,
+  for scalar numbers. The deadbands default to -1 (every update posts
+  DBE_VALUE|DBE_LOG, an unchanged value too; an ai's default is 0). An
+  alarm change posts DBE_ALARM whatever the deadbands.
+* ``disabled`` (DISA = DISV) stops processing as dbProcess does: a put
+  stores its value without ``put_hook`` or monitors, ``set``/``set_alarm``
+  are ignored, and the channel raises the DISABLE alarm with
+  ``disable_severity`` (DISS; INVALID here, NO_ALARM in epics-base's
+  dbCommon). ``check_disabled()`` does that for code that processes.
 * ``put_hook``: an ``async (channel, value) -> value | None`` called with
   each client put, converted to the native type, before it is stored. It
   may return a replacement value or raise ``ChannelError`` to refuse the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -37,6 +36,7 @@ from ..ca._convert import (
     resolve_count,
 )
 from ._data_support import (
+    ALARM_RANGES,
     LIMIT_NAMES,
     ZERO_VALUES,
     ChannelError,
@@ -49,8 +49,10 @@ from ._data_support import (
     as_optional_limit,
     as_precision,
     as_record_type,
+    as_severity,
     as_short,
     as_units,
+    deadband_exceeded,
     epics_stamp,
     limit_alarm,
     limit_as,
@@ -58,6 +60,7 @@ from ._data_support import (
     python_to_native,
     string_as_enum,
 )
+from ._locks import PutLock
 
 __all__ = ["ChannelData"]
 
@@ -71,6 +74,16 @@ _CACHE_SIZE = 32
 # Plain ints: IntFlag operators are slow on the per-update path.
 _UPDATE = int(SubscriptionMask.VALUE | SubscriptionMask.LOG)
 _UPDATE_AND_ALARM = int(_UPDATE | SubscriptionMask.ALARM)
+_VALUE, _LOG = int(SubscriptionMask.VALUE), int(SubscriptionMask.LOG)
+_ALARM = int(SubscriptionMask.ALARM)
+#: The alarm limits in checkAlarms order, each with the severity it raises.
+_ALARM_LIMITS = (
+    ("upper_alarm_limit", "upper_alarm_severity"),
+    ("lower_alarm_limit", "lower_alarm_severity"),
+    ("upper_warning_limit", "upper_warning_severity"),
+    ("lower_warning_limit", "lower_warning_severity"),
+)
+_SEVERITY_OF = dict(_ALARM_LIMITS)
 
 
 class ChannelData:
@@ -86,7 +99,16 @@ class ChannelData:
     ``lower_alarm_limit`` (LOLO) (None: not set), ``read_only``,
     ``alarm_status``/``alarm_severity`` (None: computed from the value),
     ``timestamp`` (POSIX seconds, None: now), ``put_hook``, ``record_type``
-    (what DBR_CLASS_NAME reads) and ``encoding`` of strings.
+    (what DBR_CLASS_NAME reads) and ``encoding`` of strings. As an ai
+    record's fields: the severity each alarm limit raises,
+    ``upper_alarm_severity`` (HHSV, default MAJOR), ``upper_warning_severity``
+    (HSV, MINOR), ``lower_warning_severity`` (LSV, MINOR),
+    ``lower_alarm_severity`` (LLSV, MAJOR), NO_ALARM turning that limit off;
+    ``alarm_hysteresis`` (HYST, 0); the monitor and archive deadbands
+    ``monitor_deadband`` (MDEL) and ``archive_deadband`` (ADEL), default -1:
+    every update posts DBE_VALUE and DBE_LOG (an ai's default, 0, posts
+    changes only); ``disable_severity`` (DISS, INVALID), see :attr:`disabled`.
+    Limits, hysteresis and deadbands apply to scalar numbers only.
 
     ``value`` is a Python ``float``/``int``/``str`` for a scalar channel, a
     read-only big-endian numpy array (a tuple of ``str`` for strings) for
@@ -109,6 +131,19 @@ class ChannelData:
     upper_ctrl_limit = Metadata(as_limit, "DRVH: scalar puts are clamped below it.")
     lower_ctrl_limit = Metadata(as_limit, "DRVL: scalar puts are clamped above it.")
     record_type = Metadata(as_record_type, "What a DBR_CLASS_NAME read answers.")
+    upper_alarm_severity = Metadata(as_severity, "HHSV: what HIHI raises (NO_ALARM: off).")
+    upper_warning_severity = Metadata(as_severity, "HSV: what HIGH raises (NO_ALARM: off).")
+    lower_warning_severity = Metadata(as_severity, "LSV: what LOW raises (NO_ALARM: off).")
+    lower_alarm_severity = Metadata(as_severity, "LLSV: what LOLO raises (NO_ALARM: off).")
+    #: HYST: an alarm from a limit clears once the value is this far back inside.
+    alarm_hysteresis: float = 0.0
+    #: MDEL: DBE_VALUE is posted when the value moved more than this since
+    #: the last one posted (0: any change; negative: every update).
+    monitor_deadband: float = -1.0
+    #: ADEL: the same for DBE_LOG (archivers).
+    archive_deadband: float = -1.0
+    #: DISS: the severity of the DISABLE alarm a disabled channel raises.
+    disable_severity: AlarmSeverity = AlarmSeverity.INVALID
     #: Access security group and level (ASG, ASL) the .acf rules apply to.
     access_group: str = "DEFAULT"
     access_level: int = 0
@@ -135,6 +170,14 @@ class ChannelData:
         put_hook: PutHook | None = None,
         record_type: str = "caioc",
         encoding: str = "utf-8",
+        upper_alarm_severity: AlarmSeverity | int | str = AlarmSeverity.MAJOR,
+        upper_warning_severity: AlarmSeverity | int | str = AlarmSeverity.MINOR,
+        lower_warning_severity: AlarmSeverity | int | str = AlarmSeverity.MINOR,
+        lower_alarm_severity: AlarmSeverity | int | str = AlarmSeverity.MAJOR,
+        alarm_hysteresis: float = 0.0,
+        monitor_deadband: float = -1.0,
+        archive_deadband: float = -1.0,
+        disable_severity: AlarmSeverity | int | str = AlarmSeverity.INVALID,
     ) -> None:
         if type(self) is ChannelData or not hasattr(self, "native_type"):
             raise TypeError("ChannelData is abstract: use ChannelDouble, ChannelEnum ...")
@@ -142,7 +185,8 @@ class ChannelData:
         # (data_type, data_count, count 0 means current length) -> id -> (mask, subscription)
         self._groups: dict[tuple[int, int, bool], dict[int, tuple[int, Subscription]]] = {}
         self._group_of: dict[int, tuple[int, int, bool]] = {}
-        self._write_lock: asyncio.Lock | None = None
+        self._alarm_table: tuple[tuple[AlarmStatus, int, float, AlarmSeverity], ...] | None = None
+        self._write_lock: PutLock | None = None
         #: Text encoding of DBR strings, units and enum strings.
         self.encoding = encoding
         self.units = units
@@ -156,6 +200,16 @@ class ChannelData:
         self.upper_ctrl_limit = upper_ctrl_limit
         self.lower_ctrl_limit = lower_ctrl_limit
         self.record_type = record_type
+        self.upper_alarm_severity = upper_alarm_severity
+        self.upper_warning_severity = upper_warning_severity
+        self.lower_warning_severity = lower_warning_severity
+        self.lower_alarm_severity = lower_alarm_severity
+        self.alarm_hysteresis = float(alarm_hysteresis)
+        self.monitor_deadband = float(monitor_deadband)
+        self.archive_deadband = float(archive_deadband)
+        self.disable_severity = as_severity(self, disable_severity)
+        self._disabled = False
+        self._last_alarm_level = math.nan  # LALM
         #: True: clients may only read (access rights READ, puts refused).
         self.read_only = bool(read_only)
         #: Called with each client put before it is stored (see the module doc).
@@ -175,6 +229,9 @@ class ChannelData:
                 [] if not self._scalar else ZERO_VALUES[self.native_type], self.native_type
             )
         self._value: Any = self._from_native(native, strict=True)
+        self._deadbanded = self._scalar and self.native_type in _NUMBERS
+        # MLST and ALST: the values last posted as DBE_VALUE and DBE_LOG
+        self._monitor_last = self._archive_last = self._value
         if alarm_status is None and alarm_severity is None:
             status, severity = self._alarm_for(self._value)
         else:
@@ -223,6 +280,37 @@ class ChannelData:
     def acks(self) -> int:
         """ACKS: highest unacknowledged alarm severity (DBR_PUT_ACKS acknowledges)."""
         return self._acks
+
+    @property
+    def disabled(self) -> bool:
+        """DISA = DISV: the channel does not process (dbProcess's disabled record).
+
+        While disabled, a client put stores its value (as dbPut writes the
+        field) but neither runs ``put_hook`` nor posts it, server-side
+        :meth:`set` and :meth:`set_alarm` are ignored, and each of these
+        attempts raises the DISABLE alarm with ``disable_severity`` (posting
+        DBE_VALUE|DBE_ALARM the first time). Enabling changes nothing by
+        itself: the next update computes the alarm afresh.
+        """
+        return self._disabled
+
+    @disabled.setter
+    def disabled(self, disabled: bool) -> None:
+        self._disabled = bool(disabled)
+
+    def check_disabled(self) -> bool:
+        """If :attr:`disabled`, raise the DISABLE alarm and return True.
+
+        For code that processes the channel (scan loops, PROC): call it
+        first and skip the work when it answers True.
+        """
+        if not self._disabled:
+            return False
+        if self._status != AlarmStatus.DISABLE:
+            self._update_alarm(AlarmStatus.DISABLE, self.disable_severity)
+            self._cache.clear()
+            self.publish(_VALUE | _ALARM)
+        return True
 
     @property
     def subscription_count(self) -> int:
@@ -353,7 +441,10 @@ class ChannelData:
                 if target in (_FLOAT, _DOUBLE):
                     metadata["precision"] = as_short(self.precision or 0)
                 for name in LIMIT_NAMES:
-                    metadata[name] = limit_as(getattr(self, name), target)
+                    limit = getattr(self, name)
+                    if name in _SEVERITY_OF and not getattr(self, _SEVERITY_OF[name]):
+                        limit = None  # aiRecord's get_alarm_double: NaN when off
+                    metadata[name] = limit_as(limit, target)
         elif data_type == ChannelType.STSACK_STRING:
             metadata["ackt"], metadata["acks"] = self._ackt, self._acks
         return metadata
@@ -365,8 +456,9 @@ class ChannelData:
 
         The value is converted as epics-base converts it, checked, passed
         through ``put_hook`` and stored with a new timestamp and an alarm
-        computed from it; subscribers get a VALUE|LOG update (plus ALARM
-        when the alarm changed). Raises :class:`ChannelError`.
+        computed from it; subscribers get a VALUE|LOG update as the
+        deadbands allow (plus ALARM when the alarm changed). While
+        :attr:`disabled` the value is only stored. Raises :class:`ChannelError`.
         """
         if self.read_only:
             raise ChannelError(ECA.NOWTACCESS, "the channel is read-only")
@@ -374,12 +466,17 @@ class ChannelData:
             self._put_acknowledge(data_type, payload)
             return
         value = self._decode_put(data_type, data_count, payload)
+        if self._disabled:  # the field is written, the record not processed
+            self._value = value
+            self._cache.clear()
+            self.check_disabled()
+            return
         hook = self.put_hook
         if hook is None:
             self._store(value, None, None, None)
             return
         if self._write_lock is None:
-            self._write_lock = asyncio.Lock()
+            self._write_lock = PutLock()  # asyncio's, trio's or curio's
         async with self._write_lock:  # puts reach the hook and the value in order
             try:
                 replacement = await hook(self, value)
@@ -471,6 +568,9 @@ class ChannelData:
     ) -> None:
         """Store ``value`` from server code and publish it to subscribers.
 
+        Monitors get it as the deadbands allow; while :attr:`disabled` the
+        call is ignored (see there).
+
         With neither ``status`` nor ``severity`` the alarm is computed from
         the value (alarm limits, enum state severities); with either, the
         pair is taken as given (the missing one NO_ALARM). ``timestamp`` is
@@ -498,7 +598,12 @@ class ChannelData:
         *,
         timestamp: float | None = None,
     ) -> None:
-        """Change only the alarm (and the timestamp, if given); posts DBE_ALARM."""
+        """Change only the alarm (and the timestamp, if given); posts DBE_ALARM.
+
+        Ignored while :attr:`disabled` (which raises the DISABLE alarm).
+        """
+        if self.check_disabled():
+            return
         pair = alarm_pair(status, severity)
         stamp = None if timestamp is None else epics_stamp(timestamp)
         if stamp is not None:
@@ -514,15 +619,37 @@ class ChannelData:
         severity: AlarmSeverity | int | None,
         timestamp: float | None,
     ) -> None:
+        if self._disabled:
+            self.check_disabled()
+            return
         if status is None and severity is None:
             pair = self._alarm_for(value)
         else:
             pair = alarm_pair(status, severity)
         self._stamp = epics_stamp(timestamp)
         self._value = value
-        mask = _UPDATE_AND_ALARM if self._update_alarm(*pair) else _UPDATE
+        changed = self._update_alarm(*pair)
+        if not self._deadbanded:
+            mask = _UPDATE_AND_ALARM if changed else _UPDATE
+        else:
+            mask = self._deadband_mask(value) | (_ALARM if changed else 0)
         self._cache.clear()
-        self.publish(mask)
+        if mask:
+            self.publish(mask)
+
+    def _deadband_mask(self, value: Any) -> int:
+        """DBE_VALUE and DBE_LOG as aiRecord's monitor() posts them (MDEL, ADEL)."""
+        if self.monitor_deadband < 0 and self.archive_deadband < 0:
+            self._monitor_last = self._archive_last = value
+            return _UPDATE
+        mask = 0
+        if deadband_exceeded(self._monitor_last, value, self.monitor_deadband):
+            self._monitor_last = value
+            mask = _VALUE
+        if deadband_exceeded(self._archive_last, value, self.archive_deadband):
+            self._archive_last = value
+            mask |= _LOG
+        return mask
 
     def _update_alarm(self, status: AlarmStatus, severity: AlarmSeverity) -> bool:
         if status == self._status and severity == self._severity:
@@ -533,18 +660,33 @@ class ChannelData:
         return True
 
     def _alarm_for(self, value: Any) -> tuple[AlarmStatus, AlarmSeverity]:
-        """The alarm a record would raise for ``value`` (limits of scalar numbers)."""
-        if not self._scalar or self.native_type not in _NUMBERS:
+        """The alarm a record would raise for ``value`` (limits of scalar numbers).
+
+        Moves LALM on, so hysteresis applies from one update to the next.
+        """
+        if not self._deadbanded:
             return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
-        return limit_alarm(
-            float(value),
-            self.upper_alarm_limit,
-            self.upper_warning_limit,
-            self.lower_warning_limit,
-            self.lower_alarm_limit,
+        table = self._alarm_table
+        if table is None:
+            table = self._alarm_table = self._active_limits()
+        status, severity, self._last_alarm_level = limit_alarm(
+            float(value), table, self.alarm_hysteresis, self._last_alarm_level
         )
+        return status, severity
+
+    def _active_limits(self) -> tuple[tuple[AlarmStatus, int, float, AlarmSeverity], ...]:
+        """The alarm limits that are set and raise a severity, in checkAlarms order."""
+        table = []
+        for (status, direction), (limit_name, severity_name) in zip(
+            ALARM_RANGES, _ALARM_LIMITS, strict=True
+        ):
+            limit, severity = getattr(self, limit_name), getattr(self, severity_name)
+            if limit is not None and limit == limit and severity:
+                table.append((status, direction, limit, severity))
+        return tuple(table)
 
     def _metadata_changed(self) -> None:
+        self._alarm_table = None
         self._cache.clear()
         if self._groups:
             self.publish(SubscriptionMask.PROPERTY)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._data_channel import ChannelData
 
 __all__ = [
+    "ALARM_RANGES",
     "LIMIT_NAMES",
     "ZERO_VALUES",
     "ChannelError",
@@ -47,10 +48,12 @@ __all__ = [
     "as_optional_limit",
     "as_precision",
     "as_record_type",
+    "as_severity",
     "as_short",
     "as_units",
     "check_enum_strings",
     "check_units",
+    "deadband_exceeded",
     "epics_stamp",
     "limit_alarm",
     "limit_as",
@@ -98,31 +101,61 @@ def limit_as(limit: float | None, native: int) -> float | int:
     return int(convert_scalar(value, _DOUBLE, native))
 
 
+#: The limit checks of ``ai``'s checkAlarms, in its order: (status, +1 for an
+#: upper limit, -1 for a lower one).
+ALARM_RANGES = (
+    (AlarmStatus.HIHI, 1),
+    (AlarmStatus.LOLO, -1),
+    (AlarmStatus.HIGH, 1),
+    (AlarmStatus.LOW, -1),
+)
+
+
 def limit_alarm(
     value: float,
-    upper_alarm: float | None,
-    upper_warning: float | None,
-    lower_warning: float | None,
-    lower_alarm: float | None,
-) -> tuple[AlarmStatus, AlarmSeverity]:
-    """(status, severity) of a value checked against its alarm limits as ``ai`` does.
+    limits: Sequence[tuple[AlarmStatus, int, float, AlarmSeverity]],
+    hysteresis: float = 0.0,
+    last_level: float = math.nan,
+) -> tuple[AlarmStatus, AlarmSeverity, float]:
+    """(status, severity, LALM) of a value checked as aiRecord.c ``checkAlarms`` does.
 
-    HIHI and LOLO are MAJOR, HIGH and LOW MINOR; the first match of HIHI,
-    LOLO, HIGH, LOW wins (aiRecord.c ``checkAlarms``, without hysteresis).
-    A limit that is None or NaN is not checked. A NaN value is undefined:
-    UDF with INVALID severity, as the record's UDF check gives.
+    ``limits`` are (status, direction, limit, severity) in ALARM_RANGES
+    order (HIHI, LOLO, HIGH, LOW), only those that are set and have a
+    severity: the first one the value reaches wins. ``last_level`` (LALM)
+    is the limit of the alarm raised last, or the last value when there was
+    none: a value stays in that alarm until it is ``hysteresis`` (HYST)
+    back inside the limit. The result's last item is the next LALM. A NaN
+    value is undefined: UDF with INVALID severity (the record's UDF check),
+    LALM unchanged.
     """
     if value != value:
-        return AlarmStatus.UDF, AlarmSeverity.INVALID
-    if upper_alarm is not None and value >= upper_alarm:
-        return AlarmStatus.HIHI, AlarmSeverity.MAJOR
-    if lower_alarm is not None and value <= lower_alarm:
-        return AlarmStatus.LOLO, AlarmSeverity.MAJOR
-    if upper_warning is not None and value >= upper_warning:
-        return AlarmStatus.HIGH, AlarmSeverity.MINOR
-    if lower_warning is not None and value <= lower_warning:
-        return AlarmStatus.LOW, AlarmSeverity.MINOR
-    return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
+        return AlarmStatus.UDF, AlarmSeverity.INVALID, last_level
+    for status, direction, limit, severity in limits:
+        if direction > 0:
+            hit = value >= limit or (last_level == limit and value >= limit - hysteresis)
+        else:
+            hit = value <= limit or (last_level == limit and value <= limit + hysteresis)
+        if hit:
+            return status, severity, limit
+    return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM, value
+
+
+def deadband_exceeded(last: float, value: float, deadband: float) -> bool:
+    """Whether ``value`` moved more than ``deadband`` from ``last`` (recGblCheckDeadband).
+
+    Finite values compare their distance; a change between finite, NaN and
+    infinite (or between the two infinities) is an infinite distance. So a
+    deadband of 0 passes any change, and a negative one every value, even
+    an unchanged one (MDEL/ADEL -1: post on every processing).
+    """
+    if math.isfinite(value) and math.isfinite(last):
+        return abs(last - value) > deadband
+    moved = (
+        math.isnan(value) != math.isnan(last)
+        or math.isinf(value) != math.isinf(last)
+        or (math.isinf(value) and value != last)
+    )
+    return (math.inf if moved else 0.0) > deadband
 
 
 def _encoded(text: str | bytes, encoding: str) -> bytes:
@@ -322,6 +355,16 @@ def as_precision(obj: ChannelData, value: Any) -> int | None:
     if value is not None and not isinstance(value, (int, np.integer)):
         raise TypeError(f"precision must be an int or None, not {value!r}")
     return None if value is None else int(value)
+
+
+def as_severity(obj: ChannelData, value: Any) -> AlarmSeverity:
+    """An alarm severity (menuAlarmSevr): a member, its number or its name."""
+    if isinstance(value, str):
+        try:
+            return AlarmSeverity[value]
+        except KeyError:
+            raise ValueError(f"{value!r} is not an alarm severity") from None
+    return AlarmSeverity(int(value))
 
 
 def as_units(obj: ChannelData, value: Any) -> str:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from test_server_robustness import config
+from waiting import until
 
 from caioc.ca import ChannelType, SubscriptionMask
 from caioc.client import ClientConfig, Context, Reading
@@ -44,17 +45,25 @@ def test_masks_select_value_alarm_and_property_updates() -> None:
                     await data.set(value)
                 data.units = "mV"
                 await data.set(1.5)
+                # Sentinels every subscription gets: the updates of one circuit
+                # arrive in order, so once they are in, nothing else is on its way.
+                data.units = "uV"
+                await data.set(100.0)
 
-                async def settled() -> None:
-                    while not (
-                        len(seen["value"]) >= 8
-                        and len(seen["alarm"]) >= 4
-                        and len(seen["property"]) >= 2
-                    ):
-                        await asyncio.sleep(0.01)
+                def settled() -> bool:
+                    return (
+                        bool(seen["property"])
+                        and seen["property"][-1].metadata["units"] == "uV"
+                        and all(
+                            seen[kind] and seen[kind][-1].value == 100.0
+                            for kind in ("value", "alarm")
+                        )
+                    )
 
-                await asyncio.wait_for(settled(), 5)
-                await asyncio.sleep(0.1)  # nothing more may arrive
+                await until(settled, "the sentinel updates")
+                for kind in ("value", "alarm"):
+                    assert seen[kind].pop().value == 100.0
+                assert seen["property"].pop().metadata["units"] == "uV"
                 # every subscription starts with the current value
                 assert [r.value for r in seen["value"]] == [0.0, 1, 2, 6, 7, 9, 1, 1.5]
                 # alarm changes only: into MINOR at 6, MAJOR at 9, back to none at 1
