@@ -1,8 +1,9 @@
-"""``caioc run|check|boards|drivers``: IOCs from board files.
+"""``caioc run|check|deploy|boards|drivers``: IOCs from board files.
 
 ``caioc run FILE`` serves the devices a board file wires to PVs (``--sim``
 on simulated hardware); ``caioc check FILE`` validates it and probes the
-devices without serving; ``caioc boards`` and ``caioc drivers`` list what
+devices without serving; ``caioc deploy FILE`` writes the systemd unit that
+runs it as a service; ``caioc boards`` and ``caioc drivers`` list what
 board files may name.
 """
 
@@ -11,11 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_commands", "board_file_path"]
+__all__ = ["add_commands", "board_file_path", "caioc_command", "systemd_unit"]
 
 
 def board_file_path(name: str) -> Path:
@@ -82,6 +88,160 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# -- caioc deploy: a systemd unit -------------------------------------------------------------
+
+#: Where ``--install`` puts units: the directory for the administrator's own.
+SYSTEMD_UNIT_DIRECTORY = Path("/etc/systemd/system")
+_ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.-]+")
+
+
+def caioc_command() -> list[str]:
+    """The absolute command line that starts this very ``caioc``.
+
+    The console script when that is what runs (``~/caioc/bin/caioc``),
+    otherwise this interpreter with ``-m caioc.cli.main``: either way the
+    service runs the same installation, virtualenv included, as the user
+    who generated the unit.
+    """
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "caioc" and script.is_file():
+        return [str(script.resolve())]
+    return [str(Path(sys.executable).absolute()), "-m", "caioc.cli.main"]
+
+
+def _safe_name(text: str) -> str:
+    """*text* with what a unit name may not hold turned into dashes."""
+    return re.sub(r"[^A-Za-z0-9:_.-]+", "-", text).strip("-") or "ioc"
+
+
+def _quoted(text: str) -> str:
+    """*text* as one systemd word: as it is when plain, else in double quotes."""
+    if text and not re.search(r"[\s\"'\\;]", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _exec_word(word: str) -> str:
+    """One ExecStart word as systemd reads it (systemd.service, "Command lines")."""
+    # % starts a specifier and $ a variable in ExecStart: double them.
+    return _quoted(word.replace("%", "%%").replace("$", "$$"))
+
+
+def _environment_line(name: str, value: str) -> str:
+    """An Environment= line (systemd.exec): quoted if needed, % doubled, no $ expansion."""
+    return "Environment=" + _quoted(f"{name}={value}".replace("%", "%%"))
+
+
+def systemd_unit(
+    board_file: Path,
+    *,
+    user: str,
+    working_directory: Path,
+    environment: Sequence[tuple[str, str]] = (),
+    command: Sequence[str] | None = None,
+    run_options: Sequence[str] = (),
+    restart_seconds: float = 5.0,
+    description: str | None = None,
+) -> str:
+    """The text of a systemd service unit that runs ``caioc run BOARD_FILE``.
+
+    *environment* holds (name, value) pairs for ``Environment=`` lines
+    (EPICS_CA_* / EPICS_CAS_* settings); *command* is how to start caioc
+    (default :func:`caioc_command`); *run_options* go after the board file.
+    """
+    argv = [*(command or caioc_command()), "run", str(board_file), *run_options]
+    lines = [
+        "[Unit]",
+        # Specifiers (%) are expanded in these two as well.
+        "Description=" + (description or f"caioc IOC ({board_file.name})").replace("%", "%%"),
+        # Serve once the network is configured, so the server binds the
+        # interfaces EPICS_CAS_INTF_ADDR_LIST names and beacons reach them.
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={user}",
+        f"WorkingDirectory={str(working_directory).replace('%', '%%')}",
+    ]
+    lines += [_environment_line(name, value) for name, value in environment]
+    lines += [
+        # Log lines reach the journal as soon as they are written.
+        "Environment=PYTHONUNBUFFERED=1",
+        "ExecStart=" + " ".join(_exec_word(word) for word in argv),
+        # caioc stops cleanly on SIGINT (devices closed, ports released).
+        "KillSignal=SIGINT",
+        "TimeoutStopSec=20",
+        "Restart=on-failure",
+        f"RestartSec={restart_seconds:g}",
+        "StandardOutput=journal",
+        "StandardError=journal",
+        f"SyslogIdentifier=caioc-{_safe_name(board_file.stem)}",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _environment(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    result = []
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not _ENVIRONMENT_NAME.fullmatch(name):
+            raise ValueError(f"--env takes NAME=VALUE, not {pair!r}")
+        if not name.startswith(("EPICS_CA_", "EPICS_CAS_")):
+            raise ValueError(f"--env is for EPICS_CA_* and EPICS_CAS_* settings, not {name}")
+        if "\n" in value:
+            raise ValueError(f"{name}: a value may not span lines")
+        result.append((name, value))
+    return result
+
+
+def _default_user() -> str:
+    # Under sudo, the unit is for the person who asked, not for root.
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    path = board_file_path(args.board_file)
+    _load(str(path))  # a board file that cannot run must not become a service
+    board_file = path.resolve()
+    name = args.name or f"caioc-{_safe_name(board_file.stem)}"
+    if not _UNIT_NAME.fullmatch(name):
+        raise ValueError(f"a unit name is letters, digits and :_.-, not {name!r}")
+    run_options = [*(["--sim"] if args.sim else []), *(["-q"] if args.quiet else [])]
+    if args.prefix is not None:
+        run_options += ["--prefix", args.prefix]
+    if args.interfaces:
+        run_options += ["--interfaces", *args.interfaces]
+    unit = systemd_unit(
+        board_file,
+        user=args.user or _default_user(),
+        working_directory=Path(args.working_directory or board_file.parent).absolute(),
+        environment=_environment(args.env),
+        run_options=run_options,
+        restart_seconds=args.restart_sec,
+    )
+    if args.output is None and not args.install:
+        sys.stdout.write(unit)
+        return 0
+    target = Path(args.output) if args.output else Path(args.unit_directory) / f"{name}.service"
+    try:
+        target.write_text(unit)
+    except OSError as error:
+        hint = " (installing needs root: sudo)" if args.install else ""
+        print(f"caioc: cannot write {target}: {error.strerror}{hint}", file=sys.stderr)
+        return 1
+    print(f"wrote {target}")
+    if args.install:
+        print("to start it now and at every boot:")
+        print(f"  sudo systemctl daemon-reload && sudo systemctl enable --now {name}")
+        print(f"its log: journalctl -u {name} -f")
+    return 0
+
+
 def cmd_boards(args: argparse.Namespace) -> int:
     from caioc.boards import BOARDS, detect_board
 
@@ -119,5 +279,46 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     check.add_argument("board_file")
     check.add_argument("--sim", action="store_true", help="probe simulated hardware")
     check.set_defaults(handler=cmd_check)
+    deploy = commands.add_parser(
+        "deploy",
+        help="print (or write) a systemd unit that runs a board file as a service",
+        description="Print a systemd unit for 'caioc run BOARD_FILE': restarted on "
+        "failure, logging to the journal. Nothing is written unless --output or "
+        "--install says where.",
+    )
+    deploy.add_argument("board_file", help="a board file, or the name of a shipped one")
+    deploy.add_argument("--user", help="the account the IOC runs as (default: you)")
+    deploy.add_argument(
+        "--working-directory", help="the service's directory (default: the board file's)"
+    )
+    deploy.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an EPICS_CA_*/EPICS_CAS_* setting for the service (repeatable)",
+    )
+    deploy.add_argument("--name", help="the unit's name (default: caioc-BOARD)")
+    deploy.add_argument(
+        "--restart-sec", type=float, default=5.0, help="seconds before a restart (default 5)"
+    )
+    deploy.add_argument("--sim", action="store_true", help="serve simulated hardware")
+    deploy.add_argument("--prefix", default=None, help="PV prefix (default: the file's)")
+    deploy.add_argument("--interfaces", nargs="+", default=None, help="addresses to serve on")
+    deploy.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    where = deploy.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", help="write the unit to this file")
+    where.add_argument(
+        "--install",
+        action="store_true",
+        help="write it to the systemd unit directory (needs root) and say how to enable it",
+    )
+    deploy.add_argument(
+        "--unit-directory",
+        default=str(SYSTEMD_UNIT_DIRECTORY),
+        help=f"where --install writes (default {SYSTEMD_UNIT_DIRECTORY})",
+    )
+    deploy.set_defaults(handler=cmd_deploy)
     commands.add_parser("boards", help="list the board models").set_defaults(handler=cmd_boards)
     commands.add_parser("drivers", help="list the drivers").set_defaults(handler=cmd_drivers)
