@@ -188,6 +188,7 @@ def load(path: str | Path) -> BoardFile:
 def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None) -> list[Any]:
     """The devices of ``board_file``, on real or simulated buses."""
     from caioc.drivers import lookup
+    from caioc.hw import HardwareError
 
     prefix = board_file.prefix if prefix is None else prefix
     buses: dict[str, Any] = {}
@@ -198,7 +199,9 @@ def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None
             if spec.bus not in buses:
                 buses[spec.bus] = open_bus(spec.bus, sim=sim, board=board_file.board)
             bus = buses[spec.bus]
-        except (NotImplementedError, OSError) as error:
+        except (NotImplementedError, OSError, ImportError, HardwareError) as error:
+            # A bus that cannot open (no such device, no library, no
+            # permission) is the board file's line, not a traceback.
             raise BoardFileError(board_file.path, spec.line, str(error)) from error
         if sim:
             bus.attach(info.simulator(address=spec.address, **spec.options))

@@ -1,7 +1,7 @@
 """Opening the bus a board file names: one module per kind of bus.
 
 A board file says ``bus = "i2c-1"``, ``"spi-0.1"``, ``"w1"``, ``"gpio"``,
-``"serial-/dev/ttyUSB0"`` ... The part before the first ``-`` (or the whole
+``"serial"`` (the port is the device's address) ... The part before the first ``-`` (or the whole
 name) is the kind, and ``boards/_bus_<kind>.py`` opens it with::
 
     def open_bus(name: str, *, sim: bool, board: Board | None) -> Any

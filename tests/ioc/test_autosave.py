@@ -63,6 +63,7 @@ group = Counter("c:")
 saver = Autosave(group, sys.argv[1])
 saver.restore()
 n = group.count.value
+saver.save()  # a file exists before any kill, however early it comes
 print("READY", n, flush=True)
 while True:
     n += 1
