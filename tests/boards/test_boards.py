@@ -145,3 +145,40 @@ def test_caioc_check_probes_the_devices(tmp_path: Path, capsys: pytest.CaptureFi
     broken = board_file(tmp_path, "[[device]]\ndriver = 'nope'\nname = 'a'\nbus = 'i2c-1'\n")
     assert main(["check", str(broken)]) == 2
     assert f"{broken}:2:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ImportError("spidev is not installed"),
+        FileNotFoundError(2, "No such file or directory: '/dev/i2c-7'"),
+        NotImplementedError("board files cannot use w1 buses yet"),
+    ],
+)
+def test_a_bus_that_cannot_open_is_reported_at_its_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    import caioc.boards._boardfile as boardfile
+
+    def refuse(name: str, **options: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(boardfile, "open_bus", refuse)
+    path = tmp_path / "board.toml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            [board]
+            model = "raspberry-pi-4"
+
+            [[device]]
+            driver = "sht3x"
+            name = "inside"
+            bus = "i2c-7"
+            """
+        )
+    )
+    with pytest.raises(BoardFileError) as caught:
+        build(load(path))
+    assert caught.value.line == 4
+    assert str(error) in caught.value.message
