@@ -227,6 +227,13 @@ class Device(PVGroup):
                 delay = min(delay * factor, ceiling)
                 continue
             log.info("%s reconnected", type(self).__name__)
+            # Read at once rather than leave COMM up until each reading's
+            # next poll, which may be a whole (long) period away.
+            for attribute, declared in self._declared():
+                if isinstance(declared, reading) and declared.read_function is not None:
+                    if not self._online:
+                        break
+                    await self.read_now(attribute)
             return
 
     async def _record_error(self, error: BaseException) -> None:

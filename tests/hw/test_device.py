@@ -301,3 +301,38 @@ def test_a_hung_bus_does_not_delay_reads_of_other_pvs() -> None:
             await server.stop()
 
     run(scenario)
+
+
+class SlowThermometer(Thermometer):
+    """Polled once a minute: recovery must not wait for the next poll."""
+
+    temperature = reading(0.0, units="degC", precision=2, period=60.0, timeout=0.5)
+
+    @temperature.reader
+    async def temperature(self) -> float:  # type: ignore[no-redef]
+        raw = await self.chip.read_registers_async(0x00, 2)
+        return struct.unpack(">h", raw)[0] / 256
+
+
+def test_a_reconnected_device_reads_at_once() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_chip())
+        device = SlowThermometer(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.temperature.value == 21.5, "the first reading")
+            chip.unplug()
+            for _ in range(device.comm_failures):  # no poll comes: read by hand
+                assert await device.read_now("temperature") is None
+            assert device.connected.value == 0
+            assert alarm(device) == (AlarmStatus.COMM, AlarmSeverity.INVALID)
+            set_temperature(chip, 18.0)
+            chip.replug(reset=False)
+            await until(lambda: device.connected.value == 1, "reconnection")
+            await until(lambda: alarm(device)[0] == AlarmStatus.NO_ALARM, "an immediate read")
+            assert device.temperature.value == 18.0
+        finally:
+            await device.shutdown()
+
+    run(scenario)
