@@ -18,7 +18,9 @@ Real and simulated, side by side:
 
 Each bus or port owns one worker thread (:class:`BusWorker`); its calls
 run there one at a time, from threads (``bus.read_byte_data(...)``) or
-coroutines (``await bus.read_byte_data_async(...)``) alike.
+coroutines (``await bus.read_byte_data_async(...)``) alike, and are counted
+in its :class:`PortStats` (``bus.stats``), which :class:`PortStatus`
+serves as PVs.
 """
 
 from ._clock import REAL_CLOCK, Clock, RealClock, TimerHandle, VirtualClock, VirtualClockStalled
@@ -35,7 +37,8 @@ from ._errors import (
     PinError,
     UnsupportedOperation,
 )
-from ._worker import BusWorker
+from ._port_status import PortStatus
+from ._worker import BusWorker, PortSnapshot, PortStats
 from .gpio import (
     BACKENDS,
     BackendInfo,
@@ -76,6 +79,9 @@ __all__ = [
     "PartialReply",
     "Pin",
     "PinError",
+    "PortSnapshot",
+    "PortStats",
+    "PortStatus",
     "Pull",
     "RealClock",
     "SMBusLike",

@@ -43,7 +43,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from ..ca import ECA, AlarmSeverity, AlarmStatus
 from ..ioc import PVGroup, pvproperty
@@ -117,6 +117,9 @@ class Device(PVGroup):
     error_count = pvproperty(0, read_only=True, doc="Failures since start")
     last_error = pvproperty("", read_only=True, doc="The latest failure")
 
+    # read_now's lookup table, built once per class by _declared_map.
+    _declared_cache: ClassVar[dict[str, Any]]
+
     #: Failures in a row after which the device counts as disconnected.
     comm_failures = 3
     #: Reconnect back-off: first delay, factor, ceiling (seconds).
@@ -160,10 +163,12 @@ class Device(PVGroup):
         await self._connect_or_retry()
         loop = asyncio.get_running_loop()
         for attribute, declared in self._declared():
-            if not isinstance(declared, reading) or declared.period is None:
+            if not isinstance(declared, reading):
                 continue
-            if declared.read_function is not None:
+            if declared.period is not None and declared.read_function is not None:
                 self._loops.append(loop.create_task(self._poll(attribute, declared)))
+            if declared.stale_after is not None:
+                self._loops.append(loop.create_task(self._watch_stale(attribute, declared)))
 
     async def shutdown(self) -> None:
         """Stop polling and reconnecting, then close the device (idempotent)."""
@@ -250,8 +255,6 @@ class Device(PVGroup):
         while True:
             if self._online:
                 await self.read_now(attribute)
-            elif declared.stale_after is not None:
-                await self._check_stale(attribute, declared)
             next_time += declared.period
             await asyncio.sleep(max(0.0, next_time - loop.time()))
 
@@ -269,6 +272,16 @@ class Device(PVGroup):
         await self.post(attribute, value)
         self._failures = 0
         return value
+
+    async def _process(self, attribute: str) -> None:
+        """A ``.PROC`` write to a reading reads the hardware now."""
+        declared = type(self)._declared_map().get(attribute)
+        if not isinstance(declared, reading) or declared.read_function is None:
+            await super()._process(attribute)
+            return
+        if self._channels[attribute].check_disabled() or not self._online:
+            return  # disabled, or the reconnect loop is already at work
+        await self.read_now(attribute)
 
     async def post(self, attribute: str, value: Any, *, timestamp: float | None = None) -> None:
         """Publish a good value of a reading (polls and I/O interrupts use this).
@@ -294,13 +307,23 @@ class Device(PVGroup):
         # Keep the last good value and its timestamp; say what went wrong.
         await channel.set_alarm(classify(error), AlarmSeverity.INVALID)
 
+    async def _watch_stale(self, attribute: str, declared: reading) -> None:
+        """Check a reading's age a few times per ``stale_after``, polled or not."""
+        assert declared.stale_after is not None
+        while True:
+            await asyncio.sleep(declared.stale_after / 4)
+            await self._check_stale(attribute, declared)
+
     async def _check_stale(self, attribute: str, declared: reading) -> None:
         assert declared.stale_after is not None
         last = self._good.get(attribute)
-        if last is not None and time.monotonic() - last > declared.stale_after:
-            channel = self._channels[attribute]
-            if channel.alarm_status != AlarmStatus.COMM:
-                await channel.set_alarm(AlarmStatus.TIMEOUT, AlarmSeverity.INVALID)
+        channel = self._channels[attribute]
+        # Never read (UDF), or already flagged INVALID (COMM, CALC, READ,
+        # TIMEOUT ...): that alarm says more than a stale one would.
+        if last is None or channel.alarm_severity == AlarmSeverity.INVALID:
+            return
+        if time.monotonic() - last > declared.stale_after:
+            await channel.set_alarm(AlarmStatus.TIMEOUT, AlarmSeverity.INVALID)
 
     # -- settings ------------------------------------------------------------------------
 
@@ -325,4 +348,8 @@ class Device(PVGroup):
 
     @classmethod
     def _declared_map(cls) -> dict[str, Any]:
-        return dict(cls._declared())
+        cached: dict[str, Any] | None = cls.__dict__.get("_declared_cache")
+        if cached is None:
+            cached = dict(cls._declared())
+            cls._declared_cache = cached
+        return cached

@@ -7,41 +7,294 @@ needs that anyway), keeps the event loop free, and lets the caller give up
 after a timeout: the caller gets :class:`BusTimeout`, the worker stays
 stuck with the bus it owns, and other buses, with their own workers, carry
 on.
+
+Each worker also keeps its bus's :class:`PortStats` (calls, failures,
+timeouts, the latest error, whether the link is up), counted where every
+call's outcome reaches its caller, so that
+:class:`~caioc.hw.PortStatus` can serve them as PVs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from ._clock import REAL_CLOCK, Clock
-from ._errors import BusTimeout, DeviceClosed
+from ._clock import REAL_CLOCK, Clock, RealClock
+from ._errors import BusTimeout, DeviceClosed, DeviceUnplugged
 
-__all__ = ["BusWorker"]
+__all__ = ["BusWorker", "PortSnapshot", "PortStats"]
 
 _log = logging.getLogger("caioc.hw")
 
 T = TypeVar("T")
 
-_Job = tuple[concurrent.futures.Future[Any], Callable[[], Any], str]
+
+class _Completion(Protocol):
+    """What the worker needs of a call's future (concurrent or :class:`_LoopCall`)."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+    def done(self) -> bool: ...
+
+    def cancel(self) -> bool: ...
+
+    def result(self) -> Any: ...
+
+
+_Job = tuple[_Completion, Callable[[], Any], str]
+
+_PENDING, _RUNNING, _DONE, _CANCELLED = range(4)
+
+
+class _Mailbox:
+    """Results of calls awaited on one event loop, handed over in batches.
+
+    The worker posts each finished call here; the loop is woken once for
+    all the calls that finished before it got round to them, instead of
+    once per call (each wake-up is a write to the loop's self-pipe and a
+    pass of its select).
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_ready", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[_LoopCall] = []
+
+    def post(self, call: _LoopCall) -> None:
+        """Hand *call* to the loop (any thread)."""
+        with self._lock:
+            self._ready.append(call)
+            if len(self._ready) > 1:
+                return  # a delivery is already on its way and will take this one
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for call in ready:
+            if not call.waiter.done():
+                call.waiter.set_result(None)
+
+
+class _LoopCall:
+    """A call awaited on the event loop: a light stand-in for a concurrent Future.
+
+    It has the methods the worker and :meth:`BusWorker._outcome` use, and
+    wakes its waiter through the loop's :class:`_Mailbox`, without the
+    condition variable and callbacks of :class:`concurrent.futures.Future`
+    and the extra future and timer of :func:`asyncio.wait`.
+    """
+
+    __slots__ = ("_error", "_lock", "_mailbox", "_state", "_value", "waiter")
+
+    def __init__(self, waiter: asyncio.Future[None], mailbox: _Mailbox) -> None:
+        self.waiter = waiter
+        self._mailbox = mailbox
+        self._lock = threading.Lock()
+        self._state = _PENDING
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._lock:
+            if self._state == _CANCELLED:
+                return False
+            self._state = _RUNNING
+            return True
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._state == _PENDING:
+                self._state = _CANCELLED
+            return self._state == _CANCELLED
+
+    def done(self) -> bool:
+        return self._state >= _DONE
+
+    def set_result(self, result: Any) -> None:
+        self._value = result
+        self._state = _DONE
+        self._mailbox.post(self)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._error = exception
+        self._state = _DONE
+        self._mailbox.post(self)
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class PortSnapshot(NamedTuple):
+    """The figures of a :class:`PortStats` at one moment."""
+
+    connected: bool
+    transactions: int
+    errors: int
+    timeouts: int
+    last_error: str
+    #: POSIX time of the latest error, None before the first one.
+    last_error_time: float | None
+    #: True while the latest call failed.
+    failing: bool
+
+
+class PortStats:
+    """What one bus or port has done: calls, failures, timeouts, the latest error.
+
+    ``transactions`` counts every call whose outcome reached its caller,
+    failed or not; ``errors`` the failed ones (timeouts included);
+    ``timeouts`` those that failed with a :class:`~caioc.hw.BusTimeout`
+    (the caller gave up, or the hardware reported a timeout). A call the
+    caller cancelled counts nowhere. ``connected`` goes false when a call
+    finds the link gone (:class:`~caioc.hw.DeviceUnplugged`) and true again
+    with the next call that succeeds.
+
+    Updated from whichever thread a call returns on; reading one attribute
+    is safe anywhere, :meth:`snapshot` gives a consistent set. Listeners
+    (:meth:`add_listener`) hear about changes of the *error state* only (a
+    call failing after successes, succeeding after failures, the link going
+    or coming back), never about every call, so they may publish at once
+    without flooding anybody.
+    """
+
+    def __init__(self, *, connected: bool = True) -> None:
+        self.connected = connected
+        self.transactions = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.last_error = ""
+        self.last_error_time: float | None = None
+        self.failing = False
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"<PortStats {'connected' if self.connected else 'disconnected'} "
+            f"transactions={self.transactions} errors={self.errors} timeouts={self.timeouts}>"
+        )
+
+    def snapshot(self) -> PortSnapshot:
+        """All the figures, taken together."""
+        with self._lock:
+            return PortSnapshot(
+                self.connected,
+                self.transactions,
+                self.errors,
+                self.timeouts,
+                self.last_error,
+                self.last_error_time,
+                self.failing,
+            )
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each change of the error state.
+
+        It runs on the thread that recorded the change (the event loop, the
+        worker, any caller): it must be quick and thread-safe, for example
+        ``lambda: loop.call_soon_threadsafe(event.set)``.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling *listener* (unknown ones are ignored)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def record_success(self) -> None:
+        """One call succeeded."""
+        with self._lock:
+            self.transactions += 1
+            if not self.failing and self.connected:
+                return  # the common case: no change of state, nobody to tell
+            self.failing = False
+            self.connected = True
+            listeners = list(self._listeners)
+        self._notify(listeners)
+
+    def record_failure(self, error: BaseException, *, counted: bool = False) -> None:
+        """One call failed with *error*.
+
+        *counted* says the call is already in ``transactions`` (it came
+        back, and only then turned out wrong: an undecodable reply).
+        """
+        with self._lock:
+            if not counted:
+                self.transactions += 1
+            self.errors += 1
+            if isinstance(error, BusTimeout):
+                self.timeouts += 1
+            self.last_error = f"{type(error).__name__}: {error}"
+            self.last_error_time = time.time()
+            changed = not self.failing
+            self.failing = True
+            if isinstance(error, DeviceUnplugged) and self.connected:
+                self.connected = False
+                changed = True
+            listeners = list(self._listeners) if changed else []
+        self._notify(listeners)
+
+    def set_connected(self, connected: bool) -> None:
+        """Say the link is up or down (a port opened or closed) without a call."""
+        with self._lock:
+            if self.connected == connected:
+                return
+            self.connected = connected
+            listeners = list(self._listeners)
+        self._notify(listeners)
+
+    @staticmethod
+    def _notify(listeners: list[Callable[[], None]]) -> None:
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:  # a broken listener must not fail the bus call
+                _log.exception("port status listener %r failed", listener)
 
 
 class BusWorker:
     """A daemon thread that runs submitted calls in order, with timeouts.
 
     *name* appears in the thread name and in error messages; *clock*
-    measures the timeouts (a :class:`~caioc.hw.VirtualClock` in tests).
+    measures the timeouts (a :class:`~caioc.hw.VirtualClock` in tests);
+    *connected* is the link's state before the first call (false for a
+    port that opens on first use).
     """
 
-    def __init__(self, name: str, *, clock: Clock = REAL_CLOCK) -> None:
+    def __init__(self, name: str, *, clock: Clock = REAL_CLOCK, connected: bool = True) -> None:
         self.name = name
         self.clock = clock
+        self.stats = PortStats(connected=connected)
+        """The bus's counters (see :class:`PortStats`)."""
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._closed = False
         self._current: str | None = None
@@ -67,29 +320,68 @@ class BusWorker:
     def submit(self, function: Callable[[], T], description: str) -> concurrent.futures.Future[T]:
         """Queue *function* to run on the worker; return its future."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._put(future, function, description)
+        return future
+
+    def _put(self, completion: _Completion, function: Callable[[], Any], description: str) -> None:
         with self._lock:
             if self._closed:
                 raise DeviceClosed(f"{self.name} is closed", source=self.name)
-            self._jobs.put((future, function, description))
-        return future
+            self._jobs.put((completion, function, description))
 
-    def call(self, function: Callable[[], T], description: str, timeout: float | None) -> T:
-        """Run *function* on the worker and wait for it, at most *timeout* seconds."""
+    def call(
+        self,
+        function: Callable[[], T],
+        description: str,
+        timeout: float | None,
+        *,
+        count: bool = True,
+    ) -> T:
+        """Run *function* on the worker and wait for it, at most *timeout* seconds.
+
+        The outcome goes into :attr:`stats` unless *count* is false (for
+        housekeeping such as closing the port, which is no traffic).
+        """
         future = self.submit(function, description)
         self.clock.wait(future, timeout)
-        return self._outcome(future, description, timeout)
+        return self._outcome(future, description, timeout, count)
 
     async def call_async(
-        self, function: Callable[[], T], description: str, timeout: float | None
+        self,
+        function: Callable[[], T],
+        description: str,
+        timeout: float | None,
+        *,
+        count: bool = True,
     ) -> T:
         """Like :meth:`call`, awaiting the worker without blocking the event loop."""
-        future = self.submit(function, description)
+        if type(self.clock) is not RealClock:
+            # Another clock (a virtual one in tests) decides when time is up.
+            future = self.submit(function, description)
+            try:
+                await self.clock.wait_async(future, timeout)
+            except asyncio.CancelledError:
+                future.cancel()  # a call not yet started need not run at all
+                raise
+            return self._outcome(future, description, timeout, count)
+        # Real time: the lighter path, taken by every poll of every device.
+        loop = asyncio.get_running_loop()
+        mailbox = self._mailboxes.get(loop)
+        if mailbox is None:
+            mailbox = self._mailboxes[loop] = _Mailbox(loop)
+        waiter = loop.create_future()
+        call = _LoopCall(waiter, mailbox)
+        self._put(call, function, description)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            await self.clock.wait_async(future, timeout)
+            await waiter
         except asyncio.CancelledError:
-            future.cancel()  # a call not yet started need not run at all
+            call.cancel()
             raise
-        return self._outcome(future, description, timeout)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._outcome(call, description, timeout, count)
 
     def close(self, timeout: float = 1.0) -> None:
         """:meth:`shutdown`, then :meth:`join`; idempotent."""
@@ -108,6 +400,7 @@ class BusWorker:
             self._closed = True
             self._fail_queued()
             self._jobs.put(None)
+        self.stats.set_connected(False)
 
     def join(self, timeout: float = 1.0) -> bool:
         """Wait (real time) for the thread to end; False if it is still stuck.
@@ -135,22 +428,39 @@ class BusWorker:
                 job[0].set_exception(DeviceClosed(f"{self.name} is closed", source=self.name))
 
     def _outcome(
-        self, future: concurrent.futures.Future[T], description: str, timeout: float | None
-    ) -> T:
-        """The result of *future*, or :class:`BusTimeout` if it is not done yet."""
-        if not future.done():
-            if future.cancel():
-                raise BusTimeout(
-                    f"{self.name}: {description} did not start within {timeout} s "
-                    f"(queued behind {self._current or 'another call'})",
-                    source=self.name,
-                )
+        self,
+        future: _Completion,
+        description: str,
+        timeout: float | None,
+        count: bool,
+    ) -> Any:
+        """The result of *future*, or :class:`BusTimeout` if it is not done yet.
+
+        Every call ends here exactly once, on its caller's side, which is
+        why the counting happens here: a hung call counts once, as the
+        timeout its caller saw, not again when the worker comes back.
+        """
+        try:
             if not future.done():
-                raise BusTimeout(
-                    f"{self.name}: {description} did not finish within {timeout} s",
-                    source=self.name,
-                )
-        return future.result()
+                if future.cancel():
+                    raise BusTimeout(
+                        f"{self.name}: {description} did not start within {timeout} s "
+                        f"(queued behind {self._current or 'another call'})",
+                        source=self.name,
+                    )
+                if not future.done():
+                    raise BusTimeout(
+                        f"{self.name}: {description} did not finish within {timeout} s",
+                        source=self.name,
+                    )
+            result = future.result()
+        except Exception as error:
+            if count:
+                self.stats.record_failure(error)
+            raise
+        if count:
+            self.stats.record_success()
+        return result
 
     def _run(self) -> None:
         while True:
@@ -202,6 +512,11 @@ class WorkerBus:
     def worker(self) -> BusWorker:
         """The worker thread's owner (for diagnostics and tests)."""
         return self._worker
+
+    @property
+    def stats(self) -> PortStats:
+        """The bus's counters: calls, errors, timeouts, the latest error."""
+        return self._worker.stats
 
     def close(self) -> None:
         """Release the bus and stop its worker; idempotent."""

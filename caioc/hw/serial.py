@@ -54,7 +54,7 @@ from ._errors import (
     HardwareError,
     PartialReply,
 )
-from ._worker import BusWorker
+from ._worker import BusWorker, PortStats
 
 try:
     import termios
@@ -135,7 +135,8 @@ class SerialPort:
         """Keyword arguments for :func:`serial.serial_for_url`."""
         self._port: Any = None  # a serial.Serial, touched only on the worker
         self._received = bytearray()  # bytes read past the last terminator
-        self._worker = BusWorker(f"serial {self.name}")
+        # Not connected until the first call opens the port.
+        self._worker = BusWorker(f"serial {self.name}", connected=False)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "connected" if self.connected else "disconnected"
@@ -167,13 +168,18 @@ class SerialPort:
         """The port's worker (for diagnostics and tests)."""
         return self._worker
 
+    @property
+    def stats(self) -> PortStats:
+        """The port's counters: queries, errors, timeouts, the latest error."""
+        return self._worker.stats
+
     def close(self) -> None:
         """Close the port and stop its worker; idempotent."""
         if self._worker.closed:
             return
         # A wedged port is left to the abandoned worker.
         with contextlib.suppress(HardwareError):
-            self._worker.call(self._disconnect, "close", self.write_timeout + 1.0)
+            self._worker.call(self._disconnect, "close", self.write_timeout + 1.0, count=False)
         self._worker.close()
 
     # Public operations: each is one job on the worker.
@@ -255,18 +261,23 @@ class SerialPort:
         try:
             text = reply.decode(self.encoding)
         except UnicodeDecodeError as exc:
-            raise BadReply(
+            error = BadReply(
                 f"{self.name}: reply is not {self.encoding}: {reply!r}",
                 data=reply,
                 source=self.name,
-            ) from exc
+            )
+            # The exchange itself was counted as a success when it came back.
+            self._worker.stats.record_failure(error, counted=True)
+            raise error from exc
         if expect is not None and re.fullmatch(expect, text) is None:
             pattern = expect.pattern if isinstance(expect, re.Pattern) else expect
-            raise BadReply(
+            error = BadReply(
                 f"{self.name}: reply {text!r} does not match {pattern!r}",
                 data=reply,
                 source=self.name,
             )
+            self._worker.stats.record_failure(error, counted=True)
+            raise error
         return text
 
     # Jobs: these run on the worker thread only.

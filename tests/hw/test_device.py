@@ -336,3 +336,21 @@ def test_a_reconnected_device_reads_at_once() -> None:
             await device.shutdown()
 
     run(scenario)
+
+
+def test_proc_reads_the_hardware_now() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_chip())
+        device = SlowThermometer(sim, prefix="slow:")
+        await device.startup()
+        try:
+            await until(lambda: device.temperature.value == 21.5, "the first reading")
+            set_temperature(chip, 30.0)
+            proc = device.pvdb["slow:temperature.PROC"]
+            await proc.write(ChannelType.CHAR, 1, b"\x01")
+            await until(lambda: device.temperature.value == 30.0, "the value PROC read")
+        finally:
+            await device.shutdown()
+
+    run(scenario)

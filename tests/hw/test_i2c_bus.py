@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from waiting import until
 
 from caioc.ca import AlarmStatus
 from caioc.hw import (
@@ -314,5 +315,109 @@ def test_a_cancelled_async_call_that_never_started_never_runs(
         with pytest.raises(BusTimeout):
             await asyncio.wait_for(hung, BOUND)
         assert await bus.read_byte_data_async(0x48, 0x10) == 0  # the write never happened
+
+    asyncio.run(main())
+
+
+# The real clock's async path (what every device poll takes) hands results
+# back to the loop in batches; these pin down its timeouts, cancellation
+# and hand-over. The waits are bounded by the bus timeouts, not by sleeps.
+
+
+def real_bus(timeout: float) -> tuple[SimulatedI2CBus, SimulatedI2CDevice, I2CBus]:
+    sim = SimulatedI2CBus(1)
+    chip = sim.attach(SimulatedI2CDevice(0x48, registers={0: 7, 1: 8}))
+    return sim, chip, I2CBus(sim, timeout=timeout)
+
+
+def test_real_clock_async_calls_time_out_running_and_queued() -> None:
+    _, chip, bus = real_bus(timeout=0.1)
+
+    async def main() -> None:
+        assert bus.clock is REAL_CLOCK
+        chip.faults.hang_next()  # until released
+        hung = asyncio.create_task(bus.read_byte_data_async(0x48, 0))
+        await asyncio.sleep(0)  # the hung call is submitted first
+        queued = asyncio.create_task(bus.write_byte_data_async(0x48, 0x10, 0xAA))
+        with pytest.raises(BusTimeout, match=r"did not finish within 0\.1 s"):
+            await hung
+        with pytest.raises(BusTimeout, match="did not start"):
+            await queued
+        await until(lambda: not chip.faults.pending, "the hung access")
+        chip.faults.release_hangs()
+        assert await bus.read_byte_data_async(0x48, 0) == 7
+        assert chip.peek(0x10) == b"\x00"  # the timed-out queued write never ran
+
+    with bus:
+        asyncio.run(main())
+    assert bus.stats.timeouts == 2
+
+
+def test_real_clock_async_cancel_of_a_queued_call_means_it_never_runs() -> None:
+    _, chip, bus = real_bus(timeout=5.0)
+
+    async def main() -> None:
+        chip.faults.hang_next()
+        hung = asyncio.create_task(bus.read_byte_data_async(0x48, 0))
+        # the worker has taken the hang: the device holds the bus now
+        await until(lambda: not chip.faults.pending, "the hung access")
+        queued = asyncio.create_task(bus.write_byte_data_async(0x48, 0x10, 0xAA))
+        await asyncio.sleep(0)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        chip.faults.release_hangs()  # the hung access now fails with ETIMEDOUT
+        with pytest.raises(BusTimeout):
+            await hung
+        assert await bus.read_byte_data_async(0x48, 0x10) == 0
+
+    with bus:
+        asyncio.run(main())
+
+
+def test_real_clock_async_results_reach_their_own_callers_in_a_burst() -> None:
+    sim, chip, bus = real_bus(timeout=5.0)
+    for register in range(64):
+        chip.poke(register, register ^ 0x5A)
+
+    async def main() -> list[int]:
+        calls = [bus.read_byte_data_async(0x48, register) for register in range(64)]
+        return list(await asyncio.gather(*calls))
+
+    with bus:
+        assert asyncio.run(main()) == [register ^ 0x5A for register in range(64)]
+        # and again from a fresh event loop: each loop gets its own hand-over
+        assert asyncio.run(main()) == [register ^ 0x5A for register in range(64)]
+    assert sim.max_concurrency == 1
+    assert bus.stats.transactions == 128
+
+
+def test_real_clock_async_errors_reach_the_caller() -> None:
+    _, chip, bus = real_bus(timeout=5.0)
+
+    async def main() -> None:
+        chip.faults.nack_next(1)
+        with pytest.raises(NoAcknowledge):
+            await bus.read_byte_data_async(0x48, 0)
+        assert await bus.read_byte_data_async(0x48, 1) == 8
+
+    with bus:
+        asyncio.run(main())
+
+
+def test_real_clock_async_calls_queued_at_close_fail_as_closed() -> None:
+    _, chip, bus = real_bus(timeout=5.0)
+
+    async def main() -> None:
+        chip.faults.hang_next()
+        hung = asyncio.create_task(bus.read_byte_data_async(0x48, 0))
+        await until(lambda: not chip.faults.pending, "the hung access")
+        queued = asyncio.create_task(bus.read_byte_data_async(0x48, 1))
+        await asyncio.sleep(0)  # submitted
+        bus.close()  # closing the adapter releases the hang; the queue fails
+        with pytest.raises(DeviceClosed):
+            await queued
+        with pytest.raises(BusTimeout):
+            await hung
 
     asyncio.run(main())
