@@ -38,7 +38,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..ca import ECA, AlarmSeverity, AlarmStatus
+from ..ca import ECA, AlarmSeverity, AlarmStatus, SubscriptionMask
 from ..server import (
     ChannelChar,
     ChannelData,
@@ -337,12 +337,25 @@ def _reading_through(field: ChannelData, channel: ChannelData, attribute: str) -
     return field
 
 
-def _follow(channel: ChannelData, name: str, fields: dict[str, ChannelData]) -> None:
-    """Keep the derived fields in step with ``channel`` after each change."""
-    publish = channel.publish
+_ALARM_MASK = int(SubscriptionMask.ALARM)
+_PROPERTY_MASK = int(SubscriptionMask.PROPERTY)
 
-    def mirror(field: str, value: Any) -> None:
-        target = fields[f"{name}.{field}"]
+
+def _follow(channel: ChannelData, name: str, fields: dict[str, ChannelData]) -> None:
+    """Keep the derived fields in step with ``channel`` after each change.
+
+    Only what a change can touch is compared: SEVR and STAT when an alarm
+    is posted, EGU, PREC and the limits when the metadata changes (which
+    happens with or without subscribers). A plain value update, by far the
+    most frequent, costs nothing here.
+    """
+    publish = channel.publish
+    metadata_changed = channel._metadata_changed
+    severity_field, status_field = fields[f"{name}.SEVR"], fields[f"{name}.STAT"]
+    units_field, precision_field = fields[f"{name}.EGU"], fields[f"{name}.PREC"]
+    limit_fields = [(fields[f"{name}.{field}"], attr) for field, attr in _LIMIT_FIELDS.items()]
+
+    def mirror(target: ChannelData, value: Any) -> None:
         current = target.value
         same = current == value or (
             isinstance(value, float) and math.isnan(value) and math.isnan(float(current))
@@ -350,13 +363,23 @@ def _follow(channel: ChannelData, name: str, fields: dict[str, ChannelData]) -> 
         if not same:
             target.set_nowait(value)
 
+    def follow_properties() -> None:
+        mirror(units_field, channel.units)
+        mirror(precision_field, int(channel.precision or 0))
+        for target, attribute in limit_fields:
+            mirror(target, _limit(channel, attribute))
+
     def publish_and_follow(mask: int) -> None:
         publish(mask)
-        mirror("SEVR", int(channel.alarm_severity))
-        mirror("STAT", int(channel.alarm_status))
-        mirror("EGU", channel.units)
-        mirror("PREC", int(channel.precision or 0))
-        for field, attribute in _LIMIT_FIELDS.items():
-            mirror(field, _limit(channel, attribute))
+        if mask & _ALARM_MASK:
+            mirror(severity_field, int(channel.alarm_severity))
+            mirror(status_field, int(channel.alarm_status))
+        if mask & _PROPERTY_MASK:
+            follow_properties()
+
+    def metadata_changed_and_follow() -> None:
+        metadata_changed()
+        follow_properties()
 
     channel.publish = publish_and_follow  # type: ignore[method-assign]
+    channel._metadata_changed = metadata_changed_and_follow  # type: ignore[method-assign]
