@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -69,6 +70,23 @@ def classify(error: BaseException) -> AlarmStatus:
     if isinstance(error, (ConnectionError, OSError)):
         return AlarmStatus.COMM
     return AlarmStatus.READ
+
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(operation: Awaitable[Any], timeout: float | None) -> Any:
+        """``await operation`` for at most ``timeout`` s (TimeoutError after).
+
+        asyncio.timeout runs the operation in the caller's task, where
+        wait_for would make a task for every read of every poll.
+        """
+        async with asyncio.timeout(timeout):
+            return await operation
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(operation: Awaitable[Any], timeout: float | None) -> Any:
+        return await asyncio.wait_for(operation, timeout)
 
 
 class reading(pvproperty):
@@ -263,7 +281,7 @@ class Device(PVGroup):
         declared = type(self)._declared_map()[attribute]
         assert isinstance(declared, reading) and declared.read_function is not None
         try:
-            value = await asyncio.wait_for(declared.read_function(self), declared.timeout)
+            value = await _bounded(declared.read_function(self), declared.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -333,7 +351,7 @@ class Device(PVGroup):
             if not self._online:
                 raise ChannelError(ECA.PUTFAIL, f"{channel!r}: the device is disconnected")
             try:
-                await asyncio.wait_for(declared.write_function(self, value), declared.timeout)
+                await _bounded(declared.write_function(self, value), declared.timeout)
             except ChannelError:
                 raise
             except Exception as error:
