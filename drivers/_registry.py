@@ -37,7 +37,7 @@ class DriverInfo:
 
 _DRIVERS: dict[str, DriverInfo] = {}
 #: Modules that register drivers, imported on first lookup.
-_MODULES = ("bme280", "sht3x", "ads1115", "gpio_devices", "scpi")
+_MODULES = ("bme280", "sht3x", "ads1115", "gpio_devices", "scpi", "mcp3008", "ds18b20", "dht22")
 
 
 def register(info: DriverInfo) -> DriverInfo:

@@ -10,10 +10,13 @@ faults.
 
 from ._faults import BusFaults
 from ._registers import RegisterMap
+from ._sysfs import SimulatedSysfsBus, SimulatedSysfsDevice
 from .gpio import SimulatedGPIO, SimulatedPin
 from .i2c import I2CFaults, SimulatedI2CBus, SimulatedI2CDevice
+from .iio import SimulatedIIOBus, SimulatedIIODevice
 from .serial import SerialFaults, SimulatedInstrument
 from .spi import SimulatedSPIBus, SimulatedSpiDev, SimulatedSPIDevice
+from .w1 import SimulatedW1Bus, SimulatedW1Slave
 
 __all__ = [
     "BusFaults",
@@ -23,9 +26,15 @@ __all__ = [
     "SimulatedGPIO",
     "SimulatedI2CBus",
     "SimulatedI2CDevice",
+    "SimulatedIIOBus",
+    "SimulatedIIODevice",
     "SimulatedInstrument",
     "SimulatedPin",
     "SimulatedSPIBus",
     "SimulatedSPIDevice",
     "SimulatedSpiDev",
+    "SimulatedSysfsBus",
+    "SimulatedSysfsDevice",
+    "SimulatedW1Bus",
+    "SimulatedW1Slave",
 ]
