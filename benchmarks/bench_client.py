@@ -4,7 +4,8 @@ Clients: pyepics (the C library libca), caioc's asyncio client, caioc's
 threaded client and caproto's threading client, each in a process of its
 own, all against the same softioc server on a free loopback port:
 
-1. connect 1000 channels (one batch): seconds;
+1. connect 1000 channels (one batch): seconds, and the client's CPU
+   seconds (all its threads) meanwhile;
 2. get round trip of one DBR_DOUBLE: µs per get;
 3. read of an 8 MB DOUBLE waveform (10**6 elements): MB/s;
 4. monitor events received per second while a libca putter process writes
@@ -369,9 +370,11 @@ def run_client(spec: Mapping[str, Any]) -> None:
     def report(key: str, value: float) -> None:
         print(f"R {key} {value!r}", flush=True)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     client.connect(names, timeout=30.0)
     report("connect", time.perf_counter() - start)
+    # CPU of every thread of this client: less at the mercy of a busy host
+    report("connect_cpu", time.process_time() - cpu)
 
     client.connect([GET_PV, WAVEFORM_PV, MONITOR_PV], timeout=10.0)
     client.gets(GET_PV, 20)  # warm-up
@@ -448,7 +451,7 @@ def measure_client(
     client = peer(f"{kind} client", "client", {"kind": kind, "counts": counts}, env)
     started.append(client)
     try:
-        for key in ("connect", "get", "array"):
+        for key in ("connect", "connect_cpu", "get", "array"):
             line = client.expect("R ", 300.0)
             got, value = line.split()
             if got != key:
@@ -486,9 +489,41 @@ def measure_client(
     return result
 
 
-def measure_late(kind: str, delay: float, started: list[h.Process]) -> float:
+def _udp_port_held(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def start_repeater(env: Mapping[str, str], started: list[h.Process]) -> h.Process:
+    """caioc's repeater on the environment's repeater port, bound when this returns.
+
+    Every client registers with it (libca and caproto too), so all of them
+    hear the beacons, as on a host where a repeater runs.
+    """
+    port = int(env["EPICS_CA_REPEATER_PORT"])
+    argv = [sys.executable, "-m", "caioc.cli.repeater", "--port", str(port)]
+    repeater = h.Process("repeater", argv, env)
+    started.append(repeater)
+    deadline = time.monotonic() + 30.0
+    while not _udp_port_held(port):
+        if repeater.process.poll() is not None or time.monotonic() > deadline:
+            raise h.PeerError(repeater._report("did not bind its port"))
+        time.sleep(0.01)
+    return repeater
+
+
+def measure_late(kind: str, delay: float, started: list[h.Process], repeater: bool) -> float:
     """Seconds from a late server's READY to the client connected."""
     env = h.loopback_ca_environment(h.free_port(), h.free_port())
+    if not repeater:
+        env["CAIOC_CA_SPAWN_REPEATER"] = "NO"  # as the others: no repeater at all
+    helper = start_repeater(env, started) if repeater else None
     client = peer(f"{kind} late client", "late", {"kind": kind}, env)
     started.append(client)
     server = None
@@ -505,11 +540,14 @@ def measure_late(kind: str, delay: float, started: list[h.Process]) -> float:
         client.stop(grace=2.0)
         if server is not None:
             server.stop()
+        if helper is not None:
+            helper.stop()
 
 
 ROWS = (
     # key, label, unit, scale, higher is better
     ("connect", "connect 1000 channels", "s", 1.0, False),
+    ("connect_cpu", "  client CPU during it", "s", 1.0, False),
     ("get", "get DBR_DOUBLE round trip", "µs", 1e6, False),
     ("array", "read 8 MB DOUBLE array", "MB/s", 1.0, True),
     ("monitor", "monitor events received", "ev/s", 1.0, True),
@@ -530,7 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(CLIENTS),
         help=f"comma-separated clients, of {','.join(CLIENTS)} (default all)",
     )
+    parser.add_argument(
+        "--no-repeater",
+        action="store_true",
+        help="run no CA repeater (and let no client start one): clients then find a late "
+        "server by their search back-off alone",
+    )
     args = parser.parse_args(argv)
+    repeater = not args.no_repeater
     kinds = [k for k in CLIENTS if k in args.clients.split(",")]
     if not kinds:
         parser.error("no known client in --clients")
@@ -540,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = int(counts["repeats"])
     print(
         f"clients {', '.join(kinds)} against softioc {h.package_version('softioc')}; "
-        f"{repeats} repeat(s); pyepics {h.package_version('pyepics')}, "
+        f"{repeats} repeat(s); {'a' if repeater else 'no'} CA repeater; "
+        f"pyepics {h.package_version('pyepics')}, "
         f"caproto {h.package_version('caproto')}; Python {sys.version.split()[0]}",
         file=sys.stderr,
     )
@@ -548,6 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started_at = time.monotonic()
     with h.processes() as started:
         env = h.loopback_ca_environment(h.free_port(), h.free_port())
+        if repeater:
+            start_repeater(env, started)
+        else:
+            env["CAIOC_CA_SPAWN_REPEATER"] = "NO"
         server = peer("softioc", "server", {"channels": counts["channels"], "waveform": True}, env)
         started.append(server)
         server.expect("READY", 120.0)
@@ -557,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"repeat {repeat + 1}/{repeats}: {kind}", file=sys.stderr)
                 time.sleep(0.3)
                 run = measure_client(kind, env, counts, started)
-                run["late"] = measure_late(kind, float(counts["late_delay"]), started)
+                run["late"] = measure_late(kind, float(counts["late_delay"]), started, repeater)
                 runs[kind].append(run)
     print(f"finished in {time.monotonic() - started_at:.0f} s", file=sys.stderr)
 

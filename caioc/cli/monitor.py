@@ -23,7 +23,6 @@ from ._common import (
     DEFAULT_TIMEOUT,
     FOREVER,
     Getopt,
-    add_connection_hook,
     cli_timeout_from_environment,
     close_quietly,
     double_format,
@@ -242,9 +241,9 @@ class Monitor:
         self._print(self.printer.time_val_sts(pv, self.options.req_elems))
         pv.value = None
 
-    def on_connection(self, up: bool) -> None:
+    def on_connection(self, channel: Channel, up: bool) -> None:
         """connection_handler: subscribe on the first connection, report losses."""
-        pv, channel = self.pv, self.channel
+        pv = self.pv
         if self.closing:
             return
         if not up:
@@ -285,7 +284,7 @@ async def camonitor(options: Options) -> int:
         for name in options.names:
             channel = context.channel(name, options.priority)
             monitor = Monitor(options, printer, channel, name)
-            add_connection_hook(channel, monitor.on_connection)
+            channel.add_connection_callback(monitor.on_connection)
             monitors.append(monitor)
         if options.timeout > 0:  # ca_pend_event(0) would wait forever
             await asyncio.sleep(options.timeout)

@@ -31,7 +31,9 @@ holds the error of a previous owner of the port, and drops datagrams that
 are not CA server messages instead of forwarding them.
 
 Run it as ``caioc-repeater`` or ``python -m caioc.cli.repeater``; ``-v``
-logs registrations and drops, ``-vv`` every datagram.
+logs registrations and drops, ``-vv`` every datagram. CA clients that find
+no repeater start one with ``--exit-when-idle``, so that it goes away some
+seconds after its last client (caRepeater, started by libca, stays).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "NOOP",
     "Repeater",
     "RepeaterClient",
+    "exit_when_idle",
     "is_local_address",
     "main",
     "port_is_held",
@@ -442,7 +445,28 @@ def _port_from_environment() -> int:
     return port
 
 
-async def _run(repeater: Repeater) -> int:
+async def exit_when_idle(repeater: Repeater, idle: float) -> None:
+    """Close ``repeater`` once it has had no live client for ``idle`` seconds.
+
+    For repeaters that clients start on demand (as libca starts caRepeater):
+    such a repeater goes away with the last client that wanted it, instead
+    of outliving it forever; the next client starts one again.
+    """
+    loop = asyncio.get_running_loop()
+    step = min(1.0, idle / 4)
+    quiet_since = loop.time()
+    while True:
+        await asyncio.sleep(step)
+        repeater.verify_clients()
+        if repeater.clients:
+            quiet_since = loop.time()
+        elif loop.time() - quiet_since >= idle:
+            log.info("no client for %g s: exiting", idle)
+            repeater.close()
+            return
+
+
+async def _run(repeater: Repeater, idle: float | None = None) -> int:
     if not await repeater.start():
         log.info("UDP port %d is in use: a repeater runs already; exiting", repeater.port)
         return 0
@@ -450,7 +474,10 @@ async def _run(repeater: Repeater) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, repeater.close)
+    watcher = None if idle is None else loop.create_task(exit_when_idle(repeater, idle))
     await repeater.serve_forever()
+    if watcher is not None:
+        watcher.cancel()
     return 0
 
 
@@ -480,6 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds between checks that clients still run (default %(default)s)",
     )
     parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit once no client has been registered for SECONDS (default: never); "
+        "clients that start a repeater themselves ask for this",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log activity (-vv: every datagram)"
     )
     args = parser.parse_args(argv)
@@ -492,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = args.port if args.port is not None else _port_from_environment()
     repeater = Repeater(port, max_clients=args.max_clients, verify_interval=args.verify_interval)
     try:
-        return asyncio.run(_run(repeater))
+        return asyncio.run(_run(repeater, args.exit_when_idle))
     except KeyboardInterrupt:
         return 0
     except OSError as error:

@@ -6,9 +6,11 @@
 
 from ._config import ClientConfig
 from ._context import (
+    AccessCallback,
     Channel,
     ChannelTimeout,
     ClientError,
+    ConnectionCallback,
     Context,
     Disconnected,
     Reading,
@@ -18,10 +20,12 @@ from ._context import (
 from ._threaded import ThreadedContext, shared_context
 
 __all__ = [
+    "AccessCallback",
     "Channel",
     "ChannelTimeout",
     "ClientConfig",
     "ClientError",
+    "ConnectionCallback",
     "Context",
     "Disconnected",
     "Reading",

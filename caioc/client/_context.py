@@ -8,14 +8,15 @@ bytes, keeps futures and retries searches.
 When a circuit is lost its channels go back to searching, and when they
 find a server again every subscription is re-established on the new
 circuit, so a server restart costs subscribers a gap, never their
-subscription.
+subscription. The circuit itself (and its ECHO watchdog) is in
+:mod:`._circuit`, beacon anomalies in :mod:`._beacons`, starting a repeater
+in :mod:`._repeater`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -24,42 +25,36 @@ from typing import Any
 
 from ..ca import (
     ECA,
-    NEED_DATA,
+    AccessRights,
     AccessRightsResponse,
     Broadcaster,
     BroadcasterState,
     ChannelType,
-    ClearChannelResponse,
     ClientChannel,
-    ClientNameRequest,
     Command,
-    CommandId,
-    CreateChanResponse,
-    CreateChFailResponse,
-    ErrorResponse,
     EventAddResponse,
-    EventCancelResponse,
-    HostNameRequest,
     ProtocolError,
     ReadNotifyResponse,
-    RemoteProtocolError,
     Role,
     RsrvIsUpResponse,
+    SearchReply,
+    SearchRequest,
     SearchResponse,
-    ServerDisconnResponse,
     SubscriptionMask,
-    VersionRequest,
-    VirtualCircuit,
-    WriteNotifyResponse,
     ipv4_from_int,
 )
-from ..ca._errors import CaiocError
+from ._beacons import BeaconHistory
+from ._circuit import Circuit
 from ._config import ClientConfig
+from ._errors import ChannelTimeout, ClientError, Disconnected, ECA_text, ServerError
+from ._repeater import repeater_port_held, spawn_repeater
 
 __all__ = [
+    "AccessCallback",
     "Channel",
     "ChannelTimeout",
     "ClientError",
+    "ConnectionCallback",
     "Context",
     "Disconnected",
     "Reading",
@@ -72,30 +67,22 @@ log = logging.getLogger("caioc.client")
 #: Seconds between search rounds for a name not found yet: fast at first,
 #: then doubling up to ClientConfig.max_search_interval, as libca backs off.
 FIRST_SEARCH_INTERVAL = 0.03
-#: Seconds between registrations with the repeater until it confirms.
+#: Seconds between registrations with the repeater until it confirms:
+#: from the first to the longest.
+FIRST_REPEATER_RETRY = 0.05
 REPEATER_RETRY = 1.0
+#: Longest pause between attempts to reach a name server.
+NAME_SERVER_RETRY = 5.0
 #: Updates a subscription keeps for a consumer that has not taken them.
 SUBSCRIPTION_BACKLOG = 1000
 
+#: The access rights by their two bits, made once.
+_RIGHTS = tuple(AccessRights(bits) for bits in range(4))
 
-class ClientError(CaiocError):
-    """Something a CA client operation could not do."""
-
-
-class ChannelTimeout(ClientError, TimeoutError):
-    """No server answered in time."""
-
-
-class Disconnected(ClientError, ConnectionError):
-    """The circuit carrying the channel went away."""
-
-
-class ServerError(ClientError):
-    """The server refused a request; ``eca`` says why, as libca would."""
-
-    def __init__(self, eca: int, message: str) -> None:
-        super().__init__(message)
-        self.eca = eca
+#: ``callback(channel, connected)``: called on each connection change.
+ConnectionCallback = Callable[["Channel", bool], None]
+#: ``callback(channel, rights)``: called when the access rights change.
+AccessCallback = Callable[["Channel", AccessRights], None]
 
 
 @dataclass
@@ -164,132 +151,6 @@ class Subscription:
         await self.channel._unsubscribe(self)
 
 
-class _CircuitProtocol(asyncio.Protocol):
-    def __init__(self, circuit: _Circuit) -> None:
-        self.circuit = circuit
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.circuit.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.circuit.received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.circuit.lost()
-
-
-class _Circuit:
-    """One TCP connection to a server, shared by its channels."""
-
-    def __init__(self, context: Context, address: tuple[str, int], priority: int) -> None:
-        self.context = context
-        self.address = address
-        self.core = VirtualCircuit(
-            Role.CLIENT, address, priority, max_payload=context.config.max_array_bytes
-        )
-        self.transport: asyncio.Transport | None = None
-        self.channels: dict[int, Channel] = {}  # cid -> channel
-        self.pending: dict[int, asyncio.Future[Command]] = {}  # ioid -> reply
-        self.subscriptions: dict[int, Subscription] = {}
-        self.ready = asyncio.get_running_loop().create_future()
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: _CircuitProtocol(self), *self.address)
-        self.send(
-            VersionRequest(self.core.priority),
-            HostNameRequest(socket.gethostname()),
-            ClientNameRequest(_user()),
-        )
-
-    def send(self, *commands: Command) -> None:
-        if self.transport is None or self.transport.is_closing():
-            raise Disconnected(f"circuit to {self.address[0]}:{self.address[1]} is closed")
-        self.transport.write(self.core.send(*commands))
-
-    def received(self, data: bytes) -> None:
-        core = self.core
-        try:
-            core.receive_data(data)
-            while True:
-                try:
-                    command = core.next_command()
-                except RemoteProtocolError as error:
-                    if getattr(error, "command", None) is None:
-                        raise
-                    log.warning("server %s: %s", self.address, error)
-                    continue
-                if command is NEED_DATA:
-                    return
-                try:
-                    self.dispatch(command)  # type: ignore[arg-type]
-                except Exception:  # a bug of ours must not cost the circuit
-                    log.exception("error handling %r from %s", command, self.address)
-        except RemoteProtocolError as error:
-            log.error("closing circuit to %s: %s", self.address, error)
-            if self.transport is not None:
-                self.transport.close()
-
-    def dispatch(self, command: Command) -> None:
-        kind = type(command)
-        if kind is EventAddResponse:
-            subscription = self.subscriptions.get(command.subscriptionid)  # type: ignore[attr-defined]
-            if subscription is not None and subscription.active:
-                subscription._deliver(command)  # type: ignore[arg-type]
-        elif kind is ReadNotifyResponse or kind is WriteNotifyResponse:
-            future = self.pending.pop(command.ioid, None)  # type: ignore[attr-defined]
-            if future is not None and not future.done():
-                future.set_result(command)
-        elif kind is CreateChanResponse or kind is AccessRightsResponse:
-            channel = self.channels.get(command.cid)  # type: ignore[attr-defined]
-            if channel is not None:
-                channel._update(command)
-        elif kind is ErrorResponse:
-            self._error(command)  # type: ignore[arg-type]
-        elif kind is CreateChFailResponse or kind is ServerDisconnResponse:
-            channel = self.channels.pop(command.cid, None)  # type: ignore[attr-defined]
-            if channel is not None:
-                channel._lost(f"the server dropped {channel.name!r}")
-        elif kind is EventCancelResponse or kind is ClearChannelResponse:
-            pass  # bookkeeping done by the core
-
-    def _error(self, command: ErrorResponse) -> None:
-        original = command.original_header
-        error = ServerError(command.status, f"{ECA_text(command.status)}: {command.error_message}")
-        if original[0] in (CommandId.READ_NOTIFY, CommandId.WRITE_NOTIFY):
-            future = self.pending.pop(original[5], None)
-            if future is not None and not future.done():
-                future.set_exception(error)
-        else:
-            log.warning("server %s reports: %s", self.address, error)
-
-    def lost(self) -> None:
-        self.core.disconnect()
-        self.context._circuit_lost(self)
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(Disconnected(f"lost the circuit to {self.address}"))
-        self.pending.clear()
-        for channel in list(self.channels.values()):
-            channel._lost(f"lost the circuit to {self.address[0]}:{self.address[1]}")
-        self.channels.clear()
-
-
-def ECA_text(code: int) -> str:
-    """libca's message for an ECA code."""
-    try:
-        return ECA(code).message  # type: ignore[call-arg]
-    except ValueError:
-        return f"ECA status {code}"
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user database (containers): CA still works
-        return "unknown"
-
-
 class Channel:
     """A named PV as the client sees it; connects, reconnects by itself."""
 
@@ -297,18 +158,70 @@ class Channel:
         self.context = context
         self.name = name
         self.priority = priority
-        self.circuit: _Circuit | None = None
+        self.circuit: Circuit | None = None
         self.core: ClientChannel | None = None
         self.native_type: ChannelType | None = None
         self.native_count = 0
-        self.access_rights = 0
+        self.access_rights = AccessRights.NO_ACCESS
         self.connected = asyncio.Event()
         self.subscriptions: list[Subscription] = []
         self.closed = False
+        self._connection_callbacks: list[ConnectionCallback] = []
+        self._access_callbacks: list[AccessCallback] = []
+        self._search_cid: int | None = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connected.is_set() else "searching"
         return f"<Channel {self.name!r} {state}>"
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the channel is connected now."""
+        return self.connected.is_set()
+
+    def add_connection_callback(self, callback: ConnectionCallback) -> None:
+        """Call ``callback(channel, connected)`` on every connection change.
+
+        libca's connection handler: True when the channel connects (first
+        time and after each reconnect), False when its circuit is lost or
+        the server drops it. Closing the channel calls nothing. Callbacks
+        run on the context's event loop and must not block; a callback
+        added while the channel is connected hears of the next change only
+        (look at :attr:`is_connected` for the present).
+        """
+        self._connection_callbacks.append(callback)
+
+    def remove_connection_callback(self, callback: ConnectionCallback) -> None:
+        """Stop calling ``callback`` (no error if it was not added)."""
+        with contextlib.suppress(ValueError):
+            self._connection_callbacks.remove(callback)
+
+    def add_access_callback(self, callback: AccessCallback) -> None:
+        """Call ``callback(channel, rights)`` whenever the access rights change.
+
+        libca's access-rights handler: the server's rights as they arrive
+        (on connection, and when access security changes them), and
+        :attr:`AccessRights.NO_ACCESS` when the channel disconnects.
+        """
+        self._access_callbacks.append(callback)
+
+    def remove_access_callback(self, callback: AccessCallback) -> None:
+        """Stop calling ``callback`` (no error if it was not added)."""
+        with contextlib.suppress(ValueError):
+            self._access_callbacks.remove(callback)
+
+    def _notify(self, callbacks: list[Callable[[Channel, Any], None]], value: Any) -> None:
+        for callback in list(callbacks):
+            try:
+                callback(self, value)
+            except Exception:  # a user's bug must not cost the circuit
+                log.exception("callback %r of %s failed", callback, self.name)
+
+    def _set_access_rights(self, bits: int) -> None:
+        rights = _RIGHTS[bits & 3]
+        if rights is not self.access_rights:
+            self.access_rights = rights
+            self._notify(self._access_callbacks, rights)
 
     async def wait_for_connection(self, timeout: float = 2.0) -> None:
         """Wait until connected, or raise :class:`ChannelTimeout`."""
@@ -321,36 +234,41 @@ class Channel:
                 f"(searched {searched or 'no addresses: set EPICS_CA_ADDR_LIST'})"
             ) from None
 
-    def _found(self, circuit: _Circuit) -> None:
+    def _found(self, circuit: Circuit) -> None:
         self.circuit = circuit
         self.core = circuit.core.create_channel(self.name)
         circuit.channels[self.core.cid] = self
-        circuit.send(self.core.create())
+        circuit.send_soon(self.core.create())
 
     def _update(self, command: Command) -> None:
         if type(command) is AccessRightsResponse:
-            self.access_rights = int(command.access_rights)
+            self._set_access_rights(command[5])  # the raw field: cheaper than the property
             return
         self.native_type = ChannelType(command.data_type)  # type: ignore[attr-defined]
         self.native_count = command.data_count  # type: ignore[attr-defined]
         self.connected.set()
         for subscription in self.subscriptions:  # re-establish after a reconnect
             self._send_subscribe(subscription)
+        self._notify(self._connection_callbacks, True)
 
     def _lost(self, why: str) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
         self.circuit = None
         self.core = None
         log.info("%s disconnected: %s", self.name, why)
         if not self.closed:
             self.context._search(self)
+            if was_connected:
+                self._notify(self._connection_callbacks, False)
+            self._set_access_rights(AccessRights.NO_ACCESS)
 
-    def _live(self) -> tuple[_Circuit, ClientChannel]:
+    def _live(self) -> tuple[Circuit, ClientChannel]:
         if not self.connected.is_set() or self.circuit is None or self.core is None:
             raise Disconnected(f"{self.name!r} is not connected")
         return self.circuit, self.core
 
-    async def _request(self, circuit: _Circuit, command: Command, timeout: float) -> Command:
+    async def _request(self, circuit: Circuit, command: Command, timeout: float) -> Command:
         future: asyncio.Future[Command] = asyncio.get_running_loop().create_future()
         circuit.pending[command[5]] = future
         circuit.send(command)
@@ -433,7 +351,7 @@ class Channel:
         request = core.subscribe(subscription.data_type, subscription.data_count, subscription.mask)
         subscription.subscriptionid = request.subscriptionid
         circuit.subscriptions[request.subscriptionid] = subscription
-        circuit.send(request)
+        circuit.send_soon(request)
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         with contextlib.suppress(ValueError):
@@ -455,6 +373,7 @@ class Channel:
                 circuit.send(core.clear())
             circuit.channels.pop(core.cid, None)
         self.connected.clear()
+        self.access_rights = AccessRights.NO_ACCESS
 
 
 class _SearchProtocol(asyncio.DatagramProtocol):
@@ -475,13 +394,24 @@ class Context:
         self.config = config or ClientConfig.from_environment()
         self.broadcaster = Broadcaster(Role.CLIENT, self.config.max_array_bytes)
         self.channels: dict[str, Channel] = {}
-        self.circuits: dict[tuple[str, int, int], _Circuit] = {}
+        self.circuits: dict[tuple[str, int, int], Circuit] = {}
         self._searching: dict[int, Channel] = {}  # search cid -> channel
         self._search_wakeup: asyncio.Event | None = None
         #: (address, port) of every server whose beacon we heard.
         self.servers_seen: set[tuple[str, int]] = set()
+        #: Beacon anomalies seen (new server, restart, beacons resumed).
+        self.beacon_anomalies = 0
+        self._beacons: dict[tuple[str, int], BeaconHistory] = {}
+        self._priorities: set[int] = {0}
         self._restart_searches = False
+        #: Loop time of the latest search answer (UDP).
+        self._last_search_reply = float("-inf")
         self._repeater_task: asyncio.Task[None] | None = None
+        #: Process id of the repeater this context started, if it did.
+        self.spawned_repeater_pid: int | None = None
+        #: Connected circuits to name servers (EPICS_CA_NAME_SERVERS).
+        self.name_servers: dict[tuple[str, int], Circuit] = {}
+        self._name_server_tasks: list[asyncio.Task[None]] = []
         self._udp: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -505,15 +435,22 @@ class Context:
         self._task = loop.create_task(self._search_loop())
         if self.config.use_repeater:
             self._repeater_task = loop.create_task(self._register_with_repeater())
+        self._name_server_tasks = [
+            loop.create_task(self._name_server(address)) for address in self.config.name_servers
+        ]
 
     async def close(self) -> None:
         """Clear every channel and close every circuit."""
         for channel in list(self.channels.values()):
             await channel.clear()
         for circuit in list(self.circuits.values()):
+            if circuit._watchdog is not None:
+                circuit._watchdog.cancel()
             if circuit.transport is not None:
                 circuit.transport.close()
-        for task in (self._task, self._repeater_task):
+        for circuit in list(self.name_servers.values()):
+            circuit.abort()
+        for task in (self._task, self._repeater_task, *self._name_server_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -534,22 +471,45 @@ class Context:
         """Channels for ``names``, all connected (searched as one batch)."""
         await self.start()
         channels = [self.channel(name) for name in names]
-        await asyncio.gather(*(channel.wait_for_connection(timeout) for channel in channels))
+        pending = {channel for channel in channels if not channel.is_connected}
+        if not pending:
+            return channels
+        # One future for the batch, not a task per channel.
+        done = asyncio.get_running_loop().create_future()
+
+        def connected(channel: Channel, up: bool) -> None:
+            if up:
+                pending.discard(channel)
+                if not pending and not done.done():
+                    done.set_result(None)
+
+        for channel in pending:
+            channel.add_connection_callback(connected)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            for channel in channels:
+                await channel.wait_for_connection(0)  # names the first one missing
+        finally:
+            for channel in channels:
+                channel.remove_connection_callback(connected)
         return channels
 
     # -- searching --------------------------------------------------------------
 
     def _search(self, channel: Channel) -> None:
-        cid = self.broadcaster.new_search_id()
+        if channel._search_cid in self._searching:
+            return  # searched for already
+        cid = channel._search_cid = self.broadcaster.new_search_id()
         self._searching[cid] = channel
         if self._search_wakeup is not None:
             self._search_wakeup.set()
 
     def _forget(self, channel: Channel) -> None:
         self.channels.pop(channel.name, None)
-        for cid, searching in list(self._searching.items()):
-            if searching is channel:
-                del self._searching[cid]
+        if channel._search_cid is not None:
+            self._searching.pop(channel._search_cid, None)
+            channel._search_cid = None
 
     async def _search_loop(self) -> None:
         assert self._search_wakeup is not None
@@ -559,11 +519,21 @@ class Context:
         ceiling = self.config.max_search_interval
         while True:
             now = loop.time()
-            if self._restart_searches:  # a new server appeared: ask again now
+            if self._restart_searches:  # a beacon anomaly: ask again now
                 self._restart_searches = False
                 due.clear()
                 attempts.clear()
-            batch = [cid for cid in self._searching if due.get(cid, 0.0) <= now]
+            # While answers are still arriving, first retries wait: a server
+            # busy answering a big batch is not asked everything again
+            # (libca holds back its search frames the same way). Later
+            # retries keep their pace whatever arrives.
+            hold_until = self._last_search_reply + FIRST_SEARCH_INTERVAL
+            held = now < hold_until
+            batch = [
+                cid
+                for cid in self._searching
+                if cid not in due or (due[cid] <= now and not (held and attempts[cid] == 1))
+            ]
             if batch:
                 self._send_searches(batch)
                 for cid in batch:
@@ -575,7 +545,9 @@ class Context:
                 due.pop(cid)
                 attempts.pop(cid, None)
             pending = [when for cid, when in due.items() if cid in self._searching]
-            delay = max(0.0, min(pending) - loop.time()) if pending else None
+            delay = None
+            if pending:
+                delay = max(0.0, max(min(pending), hold_until) - loop.time())
             self._search_wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._search_wakeup.wait(), delay)
@@ -583,11 +555,58 @@ class Context:
     def _send_searches(self, cids: list[int]) -> None:
         assert self._udp is not None
         names = {cid: self._searching[cid].name for cid in cids}
-        # Pack as libca does: VERSION, then as many SEARCHes as fit 1 kB.
-        for datagram in _search_datagrams(self.broadcaster, names):
-            for address in self.config.search_addresses:
-                with contextlib.suppress(OSError):
-                    self._udp.sendto(datagram, address)
+        if self.config.search_addresses:
+            # Pack as libca does: VERSION, then as many SEARCHes as fit 1 kB.
+            for datagram in _search_datagrams(self.broadcaster, names):
+                for address in self.config.search_addresses:
+                    with contextlib.suppress(OSError):
+                        self._udp.sendto(datagram, address)
+        for circuit in list(self.name_servers.values()):
+            self._search_over_tcp(circuit, names)
+
+    def _search_over_tcp(self, circuit: Circuit, names: dict[int, str]) -> None:
+        """Send each search once on a name server's circuit (TCP loses nothing)."""
+        fresh = [
+            SearchRequest(name, cid, reply=SearchReply.DONT_REPLY)
+            for cid, name in names.items()
+            if cid not in circuit.searched
+        ]
+        if not fresh:
+            return
+        try:
+            circuit.send(*fresh)
+        except (Disconnected, ProtocolError) as error:
+            log.debug("name server %s:%d: %s", *circuit.address, error)
+            return
+        circuit.searched.update(request.cid for request in fresh)
+
+    async def _name_server(self, address: tuple[str, int]) -> None:
+        """Keep a circuit to one name server open and search through it.
+
+        A name server (or any CA server: rsrv and caioc answer SEARCH over
+        TCP) replies on the circuit with the address of the server that has
+        the name. Connection failures are retried with a growing pause.
+        """
+        pause = FIRST_SEARCH_INTERVAL
+        while True:
+            circuit = Circuit(self, address, 0)
+            try:
+                await circuit.open()
+            except OSError as error:
+                log.info("name server %s:%d: %s", *address, error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, NAME_SERVER_RETRY)
+                continue
+            pause = FIRST_SEARCH_INTERVAL
+            self.name_servers[address] = circuit
+            names = {cid: channel.name for cid, channel in self._searching.items()}
+            self._search_over_tcp(circuit, names)
+            try:
+                await circuit.closed
+            finally:
+                if self.name_servers.get(address) is circuit:
+                    del self.name_servers[address]
+            await asyncio.sleep(pause)
 
     def _search_reply(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -595,49 +614,79 @@ class Context:
         except ProtocolError as error:
             log.debug("ignoring datagram from %s: %s", addr, error)
             return
+        answered = False
         for command in commands:
-            if type(command) is RsrvIsUpResponse:
+            if type(command) is SearchResponse:
+                answered = True
+                self._search_found(command, addr[0])
+            elif type(command) is RsrvIsUpResponse:
                 self._beacon(command, addr)
-                continue
-            if type(command) is not SearchResponse:
-                continue
-            channel = self._searching.pop(command.cid, None)
-            if channel is None or channel.closed:
-                continue  # a late duplicate answer
-            for cid, other in list(self._searching.items()):
-                if other is channel:
-                    del self._searching[cid]
-            ip = command.parameter1
-            host = addr[0] if ip == 0xFFFFFFFF else ipv4_from_int(ip)
-            port = command.port
-            asyncio.get_running_loop().create_task(self._attach(channel, (host, port)))
+        if answered:
+            self._last_search_reply = asyncio.get_running_loop().time()
+
+    def _search_found(self, command: SearchResponse, sender: str) -> None:
+        """A server has the name searched as ``command.cid``: connect to it."""
+        channel = self._searching.pop(command.cid, None)
+        if channel is None or channel.closed:
+            return  # a late duplicate answer
+        channel._search_cid = None
+        ip = command.parameter1
+        host = sender if ip == 0xFFFFFFFF else ipv4_from_int(ip)
+        circuit = self.circuits.get((host, command.port, channel.priority))
+        if circuit is not None and circuit.ready.done() and circuit.ready.exception() is None:
+            channel._found(circuit)  # the usual case: no task needed
+        else:
+            asyncio.get_running_loop().create_task(self._attach(channel, (host, command.port)))
 
     def _beacon(self, beacon: RsrvIsUpResponse, addr: tuple[str, int]) -> None:
         host = beacon.address if beacon.address != "0.0.0.0" else addr[0]
         server = (host, beacon.server_port)
-        if server in self.servers_seen:
-            return
-        self.servers_seen.add(server)
-        if self._searching and self._search_wakeup is not None:
-            # libca's reaction to a new server: search again at once
-            # rather than at the back-off's leisure.
-            self._restart_searches = True
-            self._search_wakeup.set()
+        now = asyncio.get_running_loop().time()
+        for key in ((host, beacon.server_port, priority) for priority in self._priorities):
+            circuit = self.circuits.get(key)
+            if circuit is not None:  # the server lives: as good as bytes heard
+                circuit.last_heard = now
+        history = self._beacons.get(server)
+        if history is None:
+            self._beacons[server] = BeaconHistory(now, beacon.beacon_id)
+            self.servers_seen.add(server)
+            anomaly = True  # a server not seen before
+        else:
+            anomaly = history.update(now, beacon.beacon_id)
+        if anomaly:
+            self.beacon_anomalies += 1
+            if self._searching and self._search_wakeup is not None:
+                # libca's reaction to a beacon anomaly: search again at
+                # once rather than at the back-off's leisure.
+                self._restart_searches = True
+                self._search_wakeup.set()
 
     async def _register_with_repeater(self) -> None:
-        """Register until the repeater confirms (it then forwards beacons)."""
-        target = ("127.0.0.1", self.config.repeater_port)
+        """Register until the repeater confirms (it then forwards beacons).
+
+        With ``spawn_repeater``, a repeater is started first if none holds
+        the port, as libca does. Registrations are retried quickly at first
+        (a repeater just started needs a moment to bind), then every
+        ``REPEATER_RETRY`` seconds.
+        """
+        port = self.config.repeater_port
+        if self.config.spawn_repeater and not repeater_port_held(port):
+            self.spawned_repeater_pid = await spawn_repeater(port)
+        target = ("127.0.0.1", port)
+        interval = FIRST_REPEATER_RETRY
         while self.broadcaster.state is not BroadcasterState.REGISTERED:
             if self._udp is not None:
                 with contextlib.suppress(OSError, ProtocolError):
                     self._udp.sendto(self.broadcaster.send(self.broadcaster.register()), target)
-            await asyncio.sleep(REPEATER_RETRY)
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, REPEATER_RETRY)
 
     async def _attach(self, channel: Channel, address: tuple[str, int]) -> None:
         key = (*address, channel.priority)
         circuit = self.circuits.get(key)
+        self._priorities.add(channel.priority)
         if circuit is None:
-            circuit = self.circuits[key] = _Circuit(self, address, channel.priority)
+            circuit = self.circuits[key] = Circuit(self, address, channel.priority)
             try:
                 await circuit.open()
             except OSError as error:
@@ -657,7 +706,7 @@ class Context:
         if not channel.closed:
             channel._found(circuit)
 
-    def _circuit_lost(self, circuit: _Circuit) -> None:
+    def _circuit_lost(self, circuit: Circuit) -> None:
         key = (*circuit.address, circuit.core.priority)
         if self.circuits.get(key) is circuit:
             del self.circuits[key]

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from ..ca import SubscriptionMask
+from ..ca import AccessRights, SubscriptionMask
 from ._config import ClientConfig
-from ._context import Channel, Context, Reading, Subscription
+from ._context import AccessCallback, Channel, ConnectionCallback, Context, Reading, Subscription
 
 __all__ = ["ThreadedContext", "shared_context"]
 
@@ -106,6 +106,57 @@ class ThreadedContext:
             return await channel.subscribe(data_type, data_count, mask, callback)
 
         return self._call(subscribe(), None)
+
+    def channel(self, name: str, priority: int = 0) -> Channel:
+        """The channel for ``name``, searching now; it need not connect yet."""
+        if threading.current_thread() is self._thread:  # from a callback: no need to wait
+            return self.context.channel(name, priority)
+
+        async def channel() -> Channel:
+            return self.context.channel(name, priority)
+
+        return self._call(channel(), None)
+
+    def add_connection_callback(
+        self, channel: Channel, callback: ConnectionCallback, *, call_now: bool = True
+    ) -> None:
+        """Call ``callback(channel, connected)`` (on the client thread) on each change.
+
+        With ``call_now`` a channel connected already is reported at once
+        (as ``True``): registering and looking at the state happen on the
+        client thread together, so no transition falls between them.
+        """
+
+        def add() -> None:
+            channel.add_connection_callback(callback)
+            if call_now and channel.is_connected:
+                channel._notify([callback], True)
+
+        self._loop.call_soon_threadsafe(add)
+
+    def add_access_callback(
+        self, channel: Channel, callback: AccessCallback, *, call_now: bool = True
+    ) -> None:
+        """Call ``callback(channel, rights)`` (on the client thread) on each change.
+
+        With ``call_now`` the present rights of a connected channel are
+        reported at once, as libca does when the handler is installed.
+        """
+
+        def add() -> None:
+            channel.add_access_callback(callback)
+            if call_now and channel.access_rights != AccessRights.NO_ACCESS:
+                channel._notify([callback], channel.access_rights)
+
+        self._loop.call_soon_threadsafe(add)
+
+    def remove_connection_callback(self, channel: Channel, callback: ConnectionCallback) -> None:
+        """Stop calling ``callback`` for ``channel``."""
+        self._loop.call_soon_threadsafe(channel.remove_connection_callback, callback)
+
+    def remove_access_callback(self, channel: Channel, callback: AccessCallback) -> None:
+        """Stop calling ``callback`` for ``channel``."""
+        self._loop.call_soon_threadsafe(channel.remove_access_callback, callback)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """End a subscription made by :meth:`subscribe`."""

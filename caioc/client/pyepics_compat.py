@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ca import ChannelType, DbrClass, native_type, promote
+from ..ca import AccessRights, ChannelType, DbrClass, native_type, promote
 from ..ca._convert import double_to_string
 from ._context import Channel, ChannelTimeout, Reading, Subscription
 from ._threaded import shared_context
@@ -28,6 +28,12 @@ __all__ = ["PV", "caget", "caget_many", "cainfo", "camonitor", "camonitor_clear"
 
 _FORMS = {"native": DbrClass.PLAIN, "time": DbrClass.TIME, "ctrl": DbrClass.CTRL}
 _monitors: dict[str, Subscription] = {}
+_ACCESS_WORDS = {
+    (True, True): "read/write",
+    (True, False): "read-only",
+    (False, True): "write-only",
+    (False, False): "no access",
+}
 
 
 def _char_value(value: Any, metadata: dict[str, Any], data_type: int) -> str:
@@ -167,6 +173,7 @@ class PV:
         connection_callback: Callable[..., None] | None = None,
         connection_timeout: float | None = None,
         count: int | None = None,
+        access_callback: Callable[..., None] | None = None,
     ) -> None:
         if form not in _FORMS:
             raise ValueError(f"form must be one of {sorted(_FORMS)}, not {form!r}")
@@ -175,12 +182,19 @@ class PV:
         self.count = count
         self.connection_timeout = connection_timeout or 5.0
         self.callbacks: dict[int, tuple[Callable[..., None], dict[str, Any]]] = {}
+        #: ``callback(pvname=, conn=, pv=)`` on each connection change.
         self.connection_callbacks = [connection_callback] if connection_callback else []
+        #: ``callback(read_access, write_access, pv=)`` on each rights change.
+        self.access_callbacks = [access_callback] if access_callback else []
         self._lock = threading.Lock()
         self._last: dict[str, Any] = {}
         self._subscription: Subscription | None = None
         self._context = shared_context()
-        self._channel = self._context.context.channel(pvname)
+        self._channel = self._context.channel(pvname)
+        # The client thread reports changes; a channel already connected
+        # (shared with an earlier PV) is reported at once.
+        self._context.add_connection_callback(self._channel, self._connection_changed)
+        self._context.add_access_callback(self._channel, self._access_changed)
         if callback is not None:
             self.add_callback(callback)
         if auto_monitor or callback is not None:
@@ -201,9 +215,30 @@ class PV:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
-        for callback in self.connection_callbacks:
-            callback(pvname=self.pvname, conn=True, pv=self)
         return True
+
+    def _connection_changed(self, channel: Channel, connected: bool) -> None:
+        for callback in list(self.connection_callbacks):
+            callback(pvname=self.pvname, conn=connected, pv=self)
+
+    def _access_changed(self, channel: Channel, rights: AccessRights) -> None:
+        for callback in list(self.access_callbacks):
+            callback(self.read_access, self.write_access, pv=self)
+
+    @property
+    def read_access(self) -> bool:
+        """Whether the server lets us read."""
+        return bool(self._channel.access_rights & AccessRights.READ)
+
+    @property
+    def write_access(self) -> bool:
+        """Whether the server lets us write."""
+        return bool(self._channel.access_rights & AccessRights.WRITE)
+
+    @property
+    def access(self) -> str:
+        """The rights in pyepics' words ('read/write', 'read-only' ...)."""
+        return _ACCESS_WORDS[(self.read_access, self.write_access)]
 
     def _data_type(self, form: str) -> int:
         native = self._channel.native_type
@@ -317,6 +352,8 @@ class PV:
             self._context.unsubscribe(self._subscription)
             self._subscription = None
         self.callbacks.clear()
+        self._context.remove_connection_callback(self._channel, self._connection_changed)
+        self._context.remove_access_callback(self._channel, self._access_changed)
 
     def _attribute(self, name: str) -> Any:
         if name not in self._last:
