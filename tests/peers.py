@@ -49,6 +49,9 @@ def ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
         EPICS_CA_REPEATER_PORT=str(repeater_port),
         EPICS_CA_MAX_ARRAY_BYTES="100000000",
         PYTHONUNBUFFERED="1",
+        # caioc's tools would start a repeater as libca does; the tests that
+        # want one start it themselves.
+        CAIOC_CA_SPAWN_REPEATER="NO",
     )
     return env
 

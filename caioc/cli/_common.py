@@ -17,7 +17,6 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from .. import __version__
 from ..ca import PRIORITY_MAX
@@ -28,7 +27,6 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "FOREVER",
     "Getopt",
-    "add_connection_hook",
     "ca_wait",
     "cli_timeout_from_environment",
     "epics_strtod",
@@ -344,54 +342,6 @@ async def close_quietly(context: Context) -> None:
     """ca_context_destroy: close, bounded, whatever state the channels are in."""
     with contextlib.suppress(Exception, asyncio.TimeoutError):
         await asyncio.wait_for(context.close(), 2.0)
-
-
-@dataclass
-class _ConnectionWatch:
-    """Calls ``hook(True/False)`` when a channel's ``connected`` event flips."""
-
-    hooks: list[Callable[[bool], None]] = field(default_factory=list)
-
-    def __call__(self, up: bool) -> None:
-        for hook in list(self.hooks):
-            hook(up)
-
-
-class _WatchedEvent(asyncio.Event):
-    """An :class:`asyncio.Event` that reports its transitions (connection up/down)."""
-
-    def __init__(self, watch: _ConnectionWatch) -> None:
-        super().__init__()
-        self._watch = watch
-
-    def set(self) -> None:
-        was = self.is_set()
-        super().set()
-        if not was:
-            self._watch(True)
-
-    def clear(self) -> None:
-        was = self.is_set()
-        super().clear()
-        if was:
-            self._watch(False)
-
-
-def add_connection_hook(channel: Channel, hook: Callable[[bool], None]) -> None:
-    """Call ``hook(up)`` on each connection change of ``channel`` (libca's handler).
-
-    The client signals connections through ``Channel.connected``; the event
-    is swapped for one that reports its transitions. Do this before the
-    event loop runs again after ``Context.channel``, so no transition is lost.
-    """
-    event = channel.connected
-    if not isinstance(event, _WatchedEvent):
-        watched = _WatchedEvent(_ConnectionWatch())
-        if event.is_set():
-            asyncio.Event.set(watched)
-        channel.connected = watched
-        event = watched
-    event._watch.hooks.append(hook)
 
 
 def run_until_interrupted(main: Callable[[], int]) -> int:
