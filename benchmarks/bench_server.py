@@ -5,7 +5,8 @@ three at once; the client is pyepics (the C client library libca) in
 processes of its own. Every server gets exactly the same work:
 
 1. connect 1000 channels in one batch (``ca_create_channel`` for all, then
-   one ``ca_pend_io`` until all are connected): seconds;
+   one ``ca_pend_io`` until all are connected): seconds; then batched gets
+   of all 1000 (``ca_array_get`` each, one ``ca_pend_io``): gets/s;
 2. get round trip of one DBR_DOUBLE: ``epics.ca.get`` in a loop, and the
    bare libca round trip (``ca_array_get`` + ``ca_pend_io``): µs per get;
 3. put with completion: ``epics.ca.put(wait=True)`` in a loop, and the
@@ -15,10 +16,23 @@ processes of its own. Every server gets exactly the same work:
    ``ca_array_put`` in a tight loop, one flush at the end) and once paced
    (``epics.ca.put``, which flushes each put): updates received, lost %,
    whether the last value arrived, how long until it did;
-5. get of a 1 MiB DOUBLE waveform (131072 elements): MB/s (10**6 bytes/s);
-6. the server's CPU time (user + system, all threads) during each phase,
+5. get of a 1 MiB DOUBLE waveform (131072 elements) and of an 8 MB one
+   (10**6 elements): MB/s (10**6 bytes/s);
+6. a writable counter: 20 000 puts to it (``epics.ca.put`` loop) with one
+   monitor on it: updates delivered and their rate;
+7. memory: the server's RSS once started (1000+ scalars and both
+   waveforms), after the run, and its peak;
+8. start-up: seconds from starting a fresh server process (alone on the
+   machine) to its first answer to a UDP search;
+9. load: 20 clients x 10 monitors on 10 PVs a libca putter writes at
+   100 Hz for 20 s, its ``time.monotonic()`` as the value: updates lost,
+   median and 99th-percentile latency from the put to the client;
+10. the server's CPU time (user + system, all threads) during each phase,
    from ``/proc``, so the table shows its cost per request beside the wall
    time.
+
+The table ends with the server issue's goals (ratios to softioc in the same
+run, or absolute bounds), each marked met or MISSED for caioc and caproto.
 
 The repeats run interleaved (softioc, caioc, caproto, then the next repeat
 in a rotated order), each in fresh client processes. Wall figures are the
@@ -45,7 +59,9 @@ import math
 import os
 import queue
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -68,6 +84,13 @@ GET_PV = PREFIX + "GET"
 PUT_PV = PREFIX + "PUT"
 MONITOR_PV = PREFIX + "MON"
 WAVEFORM_PV = PREFIX + "WF"
+#: The 8 MB DOUBLE waveform (10**6 elements).
+WAVEFORM8_PV = PREFIX + "WF8"
+WAVEFORM8_LENGTH = 1_000_000
+#: The writable counter: puts to it with a monitor on it (group 6).
+COUNTER_PV = PREFIX + "COUNT"
+#: The PVs the load of group 9 updates at 100 Hz.
+RATE_PVS = [f"{PREFIX}R{i:02d}" for i in range(10)]
 #: Seconds the subscriber waits for the last value once the puts are sent;
 #: updates later than that count as lost.
 FINAL_WAIT = 10.0
@@ -85,6 +108,18 @@ class Counts:
     puts: int = 2000
     monitor_puts: int = 10000
     arrays: int = 30
+    #: Batches of gets of every channel (``channels`` gets, one ca_pend_io each).
+    batches: int = 20
+    #: Gets of the 8 MB waveform.
+    arrays8: int = 10
+    #: Puts to the counter with a monitor on it.
+    counter_puts: int = 20000
+    #: Fresh server starts timed to their first answered search (per server).
+    starts: int = 3
+    #: The load of group 9: clients x monitors on PVs put at ``load_hz``.
+    load_clients: int = 20
+    load_hz: float = 100.0
+    load_seconds: float = 20.0
     #: Warm-up requests before each timed loop (first-call costs, caches).
     warmup: int = 50
     #: Seconds to let a server finish earlier work before a phase starts.
@@ -93,7 +128,19 @@ class Counts:
 
 FULL = Counts()
 QUICK = Counts(
-    channels=1000, gets=300, puts=200, monitor_puts=2000, arrays=3, warmup=10, settle=0.05
+    channels=1000,
+    gets=300,
+    puts=200,
+    monitor_puts=2000,
+    arrays=3,
+    batches=3,
+    arrays8=2,
+    counter_puts=2000,
+    starts=1,
+    load_clients=4,
+    load_seconds=3.0,
+    warmup=10,
+    settle=0.05,
 )
 
 
@@ -102,7 +149,7 @@ def channel_names(count: int) -> list[str]:
 
 
 def scalar_names(counts: Counts) -> list[str]:
-    return [GET_PV, PUT_PV, MONITOR_PV, *channel_names(counts.channels)]
+    return [GET_PV, PUT_PV, MONITOR_PV, COUNTER_PV, *RATE_PVS, *channel_names(counts.channels)]
 
 
 def ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
@@ -145,6 +192,9 @@ def serve_softioc(counts: Counts) -> None:
     builder.WaveformIn(
         WAVEFORM_PV[len(PREFIX) :], initial_value=np.arange(WAVEFORM_LENGTH, dtype=np.float64)
     )
+    builder.WaveformIn(
+        WAVEFORM8_PV[len(PREFIX) :], initial_value=np.arange(WAVEFORM8_LENGTH, dtype=np.float64)
+    )
     builder.LoadDatabase()
     softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
     print("READY", flush=True)
@@ -161,6 +211,7 @@ def serve_caioc(counts: Counts, profile: str | None) -> None:
 
     pvdb: dict[str, Any] = {name: ChannelDouble(value=0.0) for name in scalar_names(counts)}
     pvdb[WAVEFORM_PV] = ChannelDouble(value=np.arange(WAVEFORM_LENGTH, dtype=np.float64))
+    pvdb[WAVEFORM8_PV] = ChannelDouble(value=np.arange(WAVEFORM8_LENGTH, dtype=np.float64))
 
     async def main() -> None:
         server = Server(pvdb, ServerConfig.from_environment())
@@ -182,6 +233,7 @@ def serve_caproto(counts: Counts, profile: str | None) -> None:
     logging.getLogger("caproto").setLevel(logging.ERROR)
     pvdb: dict[str, Any] = {name: ChannelDouble(value=0.0) for name in scalar_names(counts)}
     pvdb[WAVEFORM_PV] = ChannelDouble(value=np.arange(WAVEFORM_LENGTH, dtype=np.float64))
+    pvdb[WAVEFORM8_PV] = ChannelDouble(value=np.arange(WAVEFORM8_LENGTH, dtype=np.float64))
 
     async def ready(async_lib: object) -> None:
         print("READY", context.port, flush=True)
@@ -283,6 +335,26 @@ def run_client(spec: Mapping[str, Any]) -> dict[str, Any]:
     if results["connect"]["failures"]:
         raise RuntimeError(f"{results['connect']['failures']} channels did not connect")
 
+    # 1b. batched gets: a DBR_DOUBLE get of every channel, then one ca_pend_io.
+    batch_values = (ctypes.c_double * len(chids))()
+    nans = (ctypes.c_double * len(chids))(*([math.nan] * len(chids)))
+    array_get, pend_io = libca.ca_array_get, libca.ca_pend_io
+
+    def batched_gets(batches: int) -> int:
+        failures = 0
+        for _ in range(batches):
+            ctypes.memmove(batch_values, nans, ctypes.sizeof(batch_values))
+            for i, chid in enumerate(chids):
+                array_get(DBR_DOUBLE, 1, chid, ctypes.byref(batch_values, 8 * i))
+            if pend_io(30.0) != ECA_NORMAL:
+                failures += 1
+        return failures
+
+    batched_gets(1)
+    results["get_batch"] = phase(lambda: batched_gets(counts.batches), counts.batches * len(chids))
+    # every get of the last batch answered with its value (checked outside the timing)
+    results["get_batch_content_ok"] = all(v == 0.0 for v in batch_values)
+
     # 2. get round trip of one DBR_DOUBLE.
     chid = _connect(GET_PV)
     get = ca.get
@@ -292,7 +364,6 @@ def run_client(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     value = ctypes.c_double()
     ref = ctypes.byref(value)
-    array_get, pend_io = libca.ca_array_get, libca.ca_pend_io
 
     def libca_gets(n: int) -> int:
         failures = 0
@@ -372,6 +443,25 @@ def run_client(spec: Mapping[str, Any]) -> dict[str, Any]:
     arrays = max(1, counts.arrays)
     results["array_pyepics"] = phase(lambda: pyepics_arrays(arrays), arrays)
     results["array_libca"] = phase(lambda: libca_arrays(arrays), arrays)
+
+    # 5b. 8 MB DOUBLE waveform, libca into a ctypes buffer.
+    chid_wf8 = _connect(WAVEFORM8_PV)
+    buffer8 = (ctypes.c_double * WAVEFORM8_LENGTH)()
+
+    def libca_arrays8(n: int) -> int:
+        failures = 0
+        for _ in range(n):
+            array_get(DBR_DOUBLE, WAVEFORM8_LENGTH, chid_wf8, buffer8)
+            if pend_io(30.0) != ECA_NORMAL:
+                failures += 1
+        return failures
+
+    libca_arrays8(1)
+    results["array8_content_ok"] = (
+        buffer8[WAVEFORM8_LENGTH - 1] == WAVEFORM8_LENGTH - 1 and buffer8[1] == 1.0
+    )
+    arrays8 = max(1, counts.arrays8)
+    results["array8_libca"] = phase(lambda: libca_arrays8(arrays8), arrays8)
     return results
 
 
@@ -381,7 +471,7 @@ def run_subscriber(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     base, count = int(spec["base"]), int(spec["n"])
     final = float(base + count)
-    chid = _connect(MONITOR_PV)
+    chid = _connect(spec.get("pv", MONITOR_PV))
     received: list[tuple[float, float]] = []
     monotonic = time.monotonic
     first = threading.Event()
@@ -424,7 +514,7 @@ def run_putter(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     base, count, mode = int(spec["base"]), int(spec["n"]), spec["mode"]
     libca = _libca()
-    chid = _connect(MONITOR_PV)
+    chid = _connect(spec.get("pv", MONITOR_PV))
     print("READY", flush=True)
     _expect_stdin("GO")
     failures = 0
@@ -449,6 +539,99 @@ def run_putter(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def run_load_subscriber(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """One client of the load: a monitor on each rate PV; every update's latency.
+
+    The putter writes its ``time.monotonic()`` as the value (one clock for
+    all processes on Linux), so arrival time minus value is the latency from
+    the put leaving the putter to the update reaching this client. The
+    callback is a bare ctypes one on libca's own thread, so the figure is
+    the servers' and libca's, not pyepics's.
+    """
+    import ctypes
+
+    from epics import dbr
+
+    libca = _libca()
+    chids = [_connect(name) for name in RATE_PVS]
+    monotonic = time.monotonic
+    received: list[tuple[int, float, float]] = []  # (PV index, value, arrival)
+    append = received.append
+    index_of = {chid.value: index for index, chid in enumerate(chids)}
+
+    @ctypes.CFUNCTYPE(None, dbr.event_handler_args)
+    def on_update(args: Any) -> None:
+        now = monotonic()
+        if args.status == ECA_NORMAL:
+            value = ctypes.cast(args.raw_dbr, ctypes.POINTER(ctypes.c_double))[0]
+            append((index_of[args.chid], value, now))
+
+    event_ids = [ctypes.c_void_p() for _ in chids]
+    for chid, event_id in zip(chids, event_ids, strict=True):
+        status = libca.ca_create_subscription(
+            DBR_DOUBLE, 1, chid, 1 | 4, on_update, None, ctypes.byref(event_id)
+        )
+        if status != ECA_NORMAL:
+            raise RuntimeError("ca_create_subscription failed")
+    libca.ca_flush_io()
+    deadline = time.monotonic() + 10.0
+    while len({index for index, _, _ in list(received)}) < len(chids):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no first update on every rate PV in 10 s")
+        time.sleep(0.01)
+    print("READY", flush=True)
+    line = sys.stdin.readline().split()  # STOP <first put time> <rounds>
+    if not line or line[0] != "STOP":
+        raise SystemExit(f"expected STOP, got {line!r}")
+    first, rounds = float(line[1]), int(line[2])
+
+    def ours() -> list[tuple[int, float, float]]:
+        return [r for r in list(received) if r[1] >= first]
+
+    deadline = time.monotonic() + FINAL_WAIT
+    while len(ours()) < rounds * len(chids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    updates = ours()
+    per_pv = [0] * len(chids)
+    for index, _, _ in updates:
+        per_pv[index] += 1
+    return {
+        "updates": len(updates),
+        "lost": sum(max(0, rounds - n) for n in per_pv),
+        "latencies_us": [round((arrival - value) * 1e6) for _, value, arrival in updates],
+    }
+
+
+def run_rate_putter(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Put every rate PV at ``hz`` for ``seconds`` on GO, its clock as the value."""
+    import ctypes
+
+    libca = _libca()
+    chids = [_connect(name) for name in RATE_PVS]
+    print("READY", flush=True)
+    _expect_stdin("GO")
+    hz, seconds = float(spec["hz"]), float(spec["seconds"])
+    value = ctypes.c_double()
+    ref = ctypes.byref(value)
+    array_put = libca.ca_array_put
+    failures = rounds = 0
+    first = time.monotonic()
+    next_round = first
+    while rounds < round(hz * seconds):
+        for chid in chids:
+            value.value = time.monotonic()
+            if array_put(DBR_DOUBLE, 1, chid, ref) != ECA_NORMAL:
+                failures += 1
+        libca.ca_flush_io()
+        rounds += 1
+        next_round += 1.0 / hz
+        time.sleep(max(0.0, next_round - time.monotonic()))
+    done = {"first": first, "rounds": rounds, "failures": failures}
+    print("DONE " + json.dumps(done), flush=True)
+    _expect_stdin("EXIT")
+    return {}
+
+
 def _expect_stdin(word: str) -> None:
     line = sys.stdin.readline()
     if line.strip() != word:
@@ -459,6 +642,10 @@ def peer_main(role: str, spec: Mapping[str, Any]) -> int:
     if spec.get("tune_malloc"):
         h.tune_malloc()
     counts = Counts(**spec["counts"]) if "counts" in spec else FULL
+    if role == "floor":  # what every peer pays before it does anything
+        print("READY", flush=True)
+        _expect_stdin("EXIT")
+        return 0
     if role == "server":
         kind = spec["kind"]
         if kind == "softioc":
@@ -468,9 +655,15 @@ def peer_main(role: str, spec: Mapping[str, Any]) -> int:
         else:
             serve_caproto(counts, spec.get("profile"))
         return 0
-    runner = {"client": run_client, "subscriber": run_subscriber, "putter": run_putter}[role]
+    runner = {
+        "client": run_client,
+        "subscriber": run_subscriber,
+        "putter": run_putter,
+        "load_subscriber": run_load_subscriber,
+        "rate_putter": run_rate_putter,
+    }[role]
     result = runner(spec)
-    if role != "putter":
+    if role not in ("putter", "rate_putter"):
         print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -600,16 +793,31 @@ def client_run(server: ServerPeer, counts: Counts, registry: list[Peer], tune: b
     spec = {"counts": asdict(counts), "server_pid": server.peer.pid, "tune_malloc": tune}
     client = Peer(f"client of {server.kind}", "client", spec, server.env)
     registry.append(client)
-    budget = 60.0 + counts.gets * 0.01 + counts.puts * 0.02 + counts.arrays * 0.5
+    budget = (
+        60.0
+        + counts.gets * 0.01
+        + counts.puts * 0.02
+        + counts.arrays * 0.5
+        + counts.batches * 2.0
+        + counts.arrays8 * 3.0
+    )
     result = json.loads(client.expect("RESULT ", budget))
     client.stop(grace=5.0)
     return result
 
 
 def monitor_run(
-    server: ServerPeer, counts: Counts, mode: str, base: int, registry: list[Peer], tune: bool
+    server: ServerPeer,
+    counts: Counts,
+    mode: str,
+    base: int,
+    registry: list[Peer],
+    tune: bool,
+    pv: str = MONITOR_PV,
+    puts: int | None = None,
 ) -> dict[str, Any]:
-    spec = {"base": base, "n": counts.monitor_puts, "mode": mode, "tune_malloc": tune}
+    puts = counts.monitor_puts if puts is None else puts
+    spec = {"base": base, "n": puts, "mode": mode, "tune_malloc": tune, "pv": pv}
     subscriber = Peer(f"subscriber of {server.kind}", "subscriber", spec, server.env)
     putter = Peer(f"putter to {server.kind}", "putter", spec, server.env)
     registry += [subscriber, putter]
@@ -620,7 +828,7 @@ def monitor_run(
     go = time.monotonic()
     subscriber.send("GO")
     putter.send("GO")
-    sent = json.loads(putter.expect("DONE ", 60.0 + counts.monitor_puts * 0.01))
+    sent = json.loads(putter.expect("DONE ", 60.0 + puts * 0.01))
     subscriber.send("PUTS_DONE")
     result = json.loads(subscriber.expect("RESULT ", FINAL_WAIT + 30.0))
     cpu = h.process_cpu(server.peer.pid) - cpu0
@@ -630,11 +838,144 @@ def monitor_run(
     last = result["last_update"]
     return {
         **result,
-        "puts": counts.monitor_puts,
+        "puts": puts,
         "put_seconds": sent["seconds"],
         "put_failures": sent["failures"],
         "delivery_seconds": None if last is None else last - go,
         "server_cpu": asdict(cpu),
+    }
+
+
+def counter_run(
+    server: ServerPeer, counts: Counts, base: int, registry: list[Peer], tune: bool
+) -> dict[str, Any]:
+    """Group 6: ``counter_puts`` puts to the counter, one subscriber on it."""
+    return monitor_run(
+        server, counts, "paced", base, registry, tune, pv=COUNTER_PV, puts=counts.counter_puts
+    )
+
+
+def search_datagram(name: str, cid: int = 1) -> bytes:
+    """VERSION + SEARCH for ``name``, answered only by a server that has it.
+
+    Built by hand: the orchestrator loads no CA library.
+    """
+    payload = name.encode() + b"\0"
+    payload += b"\0" * (-len(payload) % 8)
+    version = struct.pack(">HHHHII", 0, 0, 0, 13, 0, 0)
+    search = struct.pack(">HHHHII", 6, len(payload), 5, 13, cid, cid)  # 5: DONT_REPLY
+    return version + search + payload
+
+
+def is_search_reply(data: bytes) -> bool:
+    """True if the datagram holds a SEARCH (6) response."""
+    offset = 0
+    while offset + 16 <= len(data):
+        command, size = struct.unpack_from(">HH", data, offset)
+        if command == 6:
+            return True
+        offset += 16 + size
+    return False
+
+
+def startup_run(kind: str, counts: Counts, registry: list[Peer], tune: bool) -> float:
+    """Group 8: seconds from starting a fresh server to its first answered search.
+
+    A UDP socket sends the search every 5 ms from just before the process
+    starts; the server is alone on the machine's CPUs meanwhile.
+    """
+    env = ca_environment(h.free_port(), h.free_port())
+    port = int(env["EPICS_CA_SERVER_PORT"])
+    datagram = search_datagram(GET_PV)
+    spec = {"kind": kind, "counts": asdict(counts), "tune_malloc": tune}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.005)
+        started = time.monotonic()
+        peer = Peer(f"{kind} (start-up)", "server", spec, env)
+        registry.append(peer)
+        try:
+            while time.monotonic() - started < 120.0:
+                if peer.process.poll() is not None:
+                    raise PeerError(peer._report("exited before answering a search"))
+                try:
+                    sock.sendto(datagram, ("127.0.0.1", port))
+                    if is_search_reply(sock.recv(4096)):
+                        answered = time.monotonic()
+                        break
+                except OSError:  # a timeout, or nobody on the port yet
+                    continue
+            else:
+                raise PeerError(peer._report("no search answered in 120 s"))
+            peer.expect("READY", 120.0)
+        finally:
+            peer.stop()
+    return answered - started
+
+
+def startup_floor(registry: list[Peer]) -> float:
+    """Seconds from starting a peer process to its first line: the interpreter
+    and this script's own imports, which every server's start-up includes."""
+    started = time.monotonic()
+    peer = Peer("start-up floor", "floor", {}, dict(os.environ))
+    registry.append(peer)
+    try:
+        peer.expect("READY", 60.0)
+        return time.monotonic() - started
+    finally:
+        peer.stop()
+
+
+def vm_mb(pid: int, field: str) -> float:
+    """``VmRSS``, ``VmHWM`` ... of ``/proc/<pid>/status`` in MB (10**6 bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / h.MB
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def load_run(
+    server: ServerPeer, counts: Counts, registry: list[Peer], tune: bool
+) -> dict[str, Any]:
+    """Group 9: ``load_clients`` clients x 10 monitors on PVs put at ``load_hz``."""
+    spec = {"hz": counts.load_hz, "seconds": counts.load_seconds, "tune_malloc": tune}
+    clients = [
+        Peer(f"load client {i} of {server.kind}", "load_subscriber", spec, server.env)
+        for i in range(counts.load_clients)
+    ]
+    putter = Peer(f"rate putter to {server.kind}", "rate_putter", spec, server.env)
+    registry += [*clients, putter]
+    for peer in [*clients, putter]:
+        peer.expect("READY", 120.0)
+    time.sleep(counts.settle)
+    cpu0, go = h.process_cpu(server.peer.pid), time.monotonic()
+    putter.send("GO")
+    done = json.loads(putter.expect("DONE ", 3 * counts.load_seconds + 30.0))
+    cpu, wall = h.process_cpu(server.peer.pid) - cpu0, time.monotonic() - go
+    for client in clients:
+        client.send(f"STOP {done['first']!r} {done['rounds']}")
+    results = [json.loads(client.expect("RESULT ", FINAL_WAIT + 60.0)) for client in clients]
+    putter.send("EXIT")
+    for peer in [*clients, putter]:
+        peer.stop(grace=5.0)
+    latencies = sorted(us for r in results for us in r["latencies_us"])
+
+    def quantile(q: float) -> float | None:
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1e3
+
+    return {
+        "clients": counts.load_clients,
+        "rounds": done["rounds"],
+        "put_failures": done["failures"],
+        "expected": done["rounds"] * len(RATE_PVS) * counts.load_clients,
+        "updates": sum(r["updates"] for r in results),
+        "lost": sum(r["lost"] for r in results),
+        "median_ms": quantile(0.5),
+        "p99_ms": quantile(0.99),
+        "max_ms": latencies[-1] / 1e3 if latencies else None,
+        "server_cpu_percent": 100 * cpu.best / wall,
     }
 
 
@@ -660,6 +1001,8 @@ class Line:
     #: How to print the figures (default: format_figure).
     text: Callable[[float | None], str] | None = None
     note: str = ""
+    #: Names the line for the goals (:data:`GOALS`).
+    key: str = ""
 
 
 def format_figure(value: float | None) -> str:
@@ -758,8 +1101,11 @@ def monitor_lines(kinds: Sequence[str], runs: Runs, counts: Counts, mode: str) -
     ]
 
 
-def summarize(kinds: Sequence[str], runs: Runs, counts: Counts) -> list[Line]:
-    """The table's lines from every repeat of every server."""
+def summarize(
+    kinds: Sequence[str], runs: Runs, counts: Counts, once: Mapping[str, dict[str, Any]]
+) -> list[Line]:
+    """The table's lines from every repeat of every server (``once``: the
+    figures measured once per server: memory, start-up, the load)."""
 
     def per_kind(figure: Figure) -> dict[str, float | None]:
         return {kind: figure(runs[kind]) for kind in kinds}
@@ -771,16 +1117,35 @@ def summarize(kinds: Sequence[str], runs: Runs, counts: Counts) -> list[Line]:
         "3. put with completion",
         "5. get 1 MiB DOUBLE waveform",
     )
+    batch = f"1b. batched get: {counts.channels} channels, one ca_pend_io"
     lines = [
         Line(
             connect,
             f"{counts.channels} channels, one batch",
             "s",
             per_kind(lambda rs: min(r["client"]["connect"]["seconds"] for r in rs)),
+            key="connect",
         ),
         Line(connect, "server CPU per channel", "µs", per_kind(cpu_per_call(["connect"], 1e6))),
+        Line(
+            batch,
+            "ca_array_get x N + ca_pend_io",
+            "gets/s",
+            {
+                k: None if v is None else 1.0 / v
+                for k, v in per_kind(best_per_call("get_batch", 1.0)).items()
+            },
+            key="get_batch",
+        ),
+        Line(batch, "server CPU per get", "µs", per_kind(cpu_per_call(["get_batch"], 1e6))),
         Line(get, "epics.ca.get", "µs/get", per_kind(best_per_call("get_pyepics", 1e6))),
-        Line(get, "ca_array_get + ca_pend_io", "µs/get", per_kind(best_per_call("get_libca", 1e6))),
+        Line(
+            get,
+            "ca_array_get + ca_pend_io",
+            "µs/get",
+            per_kind(best_per_call("get_libca", 1e6)),
+            key="get_libca",
+        ),
         Line(
             get,
             "server CPU per get",
@@ -824,7 +1189,167 @@ def summarize(kinds: Sequence[str], runs: Runs, counts: Counts) -> list[Line]:
             per_kind(cpu_per_call(["array_pyepics", "array_libca"], 1e3)),
         )
     )
+    array8 = "5b. get 8 MB DOUBLE waveform"
+    seconds8 = per_kind(best_per_call("array8_libca", 1.0))
+    megabytes8 = WAVEFORM8_LENGTH * 8 / h.MB
+    lines += [
+        Line(
+            array8,
+            "ca_array_get + ca_pend_io",
+            "MB/s",
+            {k: None if v is None else megabytes8 / v for k, v in seconds8.items()},
+            key="array8",
+        ),
+        Line(array8, "server CPU per get", "ms", per_kind(cpu_per_call(["array8_libca"], 1e3))),
+    ]
+    lines += counter_lines(kinds, runs, counts)
+    lines += once_lines(kinds, counts, once)
     return lines
+
+
+def counter_lines(kinds: Sequence[str], runs: Runs, counts: Counts) -> list[Line]:
+    group = f"6. counter: {counts.counter_puts} epics.ca.put to it, one monitor on it"
+    puts = counts.counter_puts
+
+    def per_kind(figure: Figure) -> dict[str, float | None]:
+        return {kind: figure([r["counter"] for r in runs[kind]]) for kind in kinds}
+
+    def rate(rs: list[dict[str, Any]]) -> float | None:
+        rates = [
+            r["updates"] / r["delivery_seconds"]
+            for r in rs
+            if r["final_correct"] and r["delivery_seconds"]
+        ]
+        return max(rates) if rates else None
+
+    return [
+        Line(
+            group,
+            "updates delivered (worst repeat)",
+            "updates",
+            per_kind(lambda rs: min(r["updates"] for r in rs)),
+            ratio=False,
+            text=lambda v: "-" if v is None else f"{v:.0f}/{puts}",
+            key="counter_delivered",
+        ),
+        Line(
+            group,
+            "delivery rate",
+            "updates/s",
+            per_kind(rate),
+            note="updates / (GO to the last update)",
+            key="counter_rate",
+        ),
+        Line(
+            group,
+            "server CPU per put",
+            "µs",
+            per_kind(lambda rs: sum(_cpu(r) for r in rs) / sum(r["puts"] for r in rs) * 1e6),
+        ),
+    ]
+
+
+def once_lines(
+    kinds: Sequence[str], counts: Counts, once: Mapping[str, dict[str, Any]]
+) -> list[Line]:
+    """Memory, start-up and the load: measured once per server (start-up N times)."""
+
+    def per_kind(key: str, scale: float = 1.0) -> dict[str, float | None]:
+        values = {kind: once[kind].get(key) for kind in kinds}
+        return {k: None if v is None else v * scale for k, v in values.items()}
+
+    def load(key: str) -> dict[str, float | None]:
+        return {kind: (once[kind]["load"] or {}).get(key) for kind in kinds}
+
+    memory = "7. memory: 1000+ scalars, 1 MiB and 8 MB waveforms"
+    start = "8. start-up"
+    group = (
+        f"9. {counts.load_clients} clients x {len(RATE_PVS)} monitors, "
+        f"PVs put at {counts.load_hz:g} Hz for {counts.load_seconds:g} s"
+    )
+    return [
+        Line(memory, "RSS after start", "MB", per_kind("rss_start"), key="rss"),
+        Line(memory, "RSS after the run", "MB", per_kind("rss_end")),
+        Line(memory, "peak RSS (VmHWM)", "MB", per_kind("hwm")),
+        Line(
+            start,
+            f"start to first answered search (median of {counts.starts})",
+            "s",
+            per_kind("start"),
+            key="start",
+        ),
+        Line(
+            start,
+            "of which interpreter + this script's imports",
+            "s",
+            per_kind("start_floor"),
+            ratio=False,
+            note="a peer that prints READY at once",
+        ),
+        Line(
+            group,
+            "updates lost",
+            "updates",
+            load("lost"),
+            ratio=False,
+            text=lambda v: "-" if v is None else f"{v:.0f}",
+            key="load_lost",
+        ),
+        Line(group, "median latency", "ms", load("median_ms"), key="load_median"),
+        Line(group, "99th percentile latency", "ms", load("p99_ms")),
+        Line(group, "server CPU", "% core", load("server_cpu_percent")),
+    ]
+
+
+#: The server issue's goals: (line key, what, kind of test, target). "ratio"
+#: goals compare with softioc in the same run (for s/µs figures lower is
+#: better, for rates higher); "max" goals are absolute upper bounds.
+GOALS: list[tuple[str, str, str, float]] = [
+    ("connect", "connect 1000 PVs", "ratio <=", 1.5),
+    ("get_libca", "get round trip (libca)", "ratio <=", 1.3),
+    ("get_batch", "batched gets of 1000 PVs, rate", "ratio >=", 0.7),
+    ("counter_delivered", "counter: every update delivered", "all", 0.0),
+    ("counter_rate", "counter: delivery rate", "ratio >=", 0.8),
+    ("array8", "8 MB array, MB/s", "ratio >=", 0.9),
+    ("rss", "RSS with the 1000 PVs, MB", "max", 40.0),
+    ("start", "start to first answered search, s", "max <", 0.3),
+    ("load_lost", "load: updates lost", "max", 0.0),
+    ("load_median", "load: median latency, ms", "max", 2.0),
+]
+
+
+def goal_table(kinds: Sequence[str], lines: Sequence[Line], counts: Counts) -> str | None:
+    """Each goal evaluated for caioc (and caproto beside it), softioc the reference."""
+    if "softioc" not in kinds:
+        return None
+    by_key = {line.key: line for line in lines if line.key}
+    others = [k for k in ("caioc", "caproto") if k in kinds]
+    rows = []
+    for key, what, test, target in GOALS:
+        line = by_key[key]
+        reference = line.values["softioc"]
+        cells = [what, f"{test} {target:g}" if test != "all" else "all"]
+        for kind in others:
+            value = line.values[kind]
+            if test.startswith("ratio"):
+                figure = h.ratio(value, reference)
+                met = figure <= target if "<=" in test else figure >= target
+                shown = h.format_ratio(figure)
+            elif test == "all":
+                met = value is not None and value >= counts.counter_puts
+                shown = format_figure(value)
+            else:
+                met = value is not None and (value < target if "<" in test else value <= target)
+                shown = format_figure(value)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                met = False
+            cells += [shown, "met" if met else "MISSED"]
+        cells.append(format_figure(reference))
+        rows.append(cells)
+    headers = ["goal", "target", *(c for k in others for c in (k, "")), "softioc"]
+    text = h.format_table(headers, rows, right=set(range(2, 3 + 2 * len(others))))
+    print(text)
+    return text
 
 
 def ratio_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -856,10 +1381,21 @@ def table(kinds: Sequence[str], lines: Sequence[Line]) -> str:
     return text
 
 
-def checks(kinds: Sequence[str], runs: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+def checks(
+    kinds: Sequence[str],
+    runs: Mapping[str, list[dict[str, Any]]],
+    once: Mapping[str, dict[str, Any]],
+) -> list[str]:
     """Correctness notes: anything a server got wrong during the run."""
     notes = []
     for kind in kinds:
+        load = once[kind]["load"]
+        if load is None:
+            continue  # reported as a failure already
+        if load["put_failures"]:
+            notes.append(f"{kind} load: {load['put_failures']} puts failed")
+        if load["lost"]:
+            notes.append(f"{kind} load: {load['lost']} of {load['expected']} updates lost")
         for i, run in enumerate(runs[kind]):
             client = run["client"]
             failed = {
@@ -871,10 +1407,14 @@ def checks(kinds: Sequence[str], runs: Mapping[str, list[dict[str, Any]]]) -> li
                 notes.append(f"{kind} repeat {i + 1}: failed requests {failed}")
             if not client["array_content_ok"]:
                 notes.append(f"{kind} repeat {i + 1}: the waveform read back wrong")
+            if not client["get_batch_content_ok"]:
+                notes.append(f"{kind} repeat {i + 1}: a batched get went unanswered or wrong")
+            if not client["array8_content_ok"]:
+                notes.append(f"{kind} repeat {i + 1}: the 8 MB waveform read back wrong")
             if not client["put_readback_ok"]:
                 notes.append(f"{kind} repeat {i + 1}: the last put did not read back")
-            for mode in ("burst", "paced"):
-                monitor = run[f"monitor_{mode}"]
+            for mode in ("burst", "paced", "counter"):
+                monitor = run["counter" if mode == "counter" else f"monitor_{mode}"]
                 if not monitor["final_correct"]:
                     notes.append(
                         f"{kind} repeat {i + 1}: {mode} monitor ended on "
@@ -930,20 +1470,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    once: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+    failed: list[str] = []
     started = time.monotonic()
     with peers() as registry:
+        # 8. start-up, each server alone on the machine, before the others start
+        starts: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for repeat in range(counts.starts):
+            for kind in kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]:
+                print(f"start-up {repeat + 1}/{counts.starts}: {kind}", file=sys.stderr)
+                starts[kind].append(startup_run(kind, counts, registry, tune))
+        floor = statistics.median(startup_floor(registry) for _ in range(counts.starts))
+        for kind in kinds:
+            once[kind]["start"] = statistics.median(starts[kind])
+            once[kind]["starts"] = starts[kind]
+            once[kind]["start_floor"] = floor
         servers = start_servers(kinds, counts, registry, tune, profile)
+        time.sleep(1.0)  # let each server settle after start-up
+        for server in servers:
+            once[server.kind]["rss_start"] = vm_mb(server.peer.pid, "VmRSS")
         for repeat in range(settings.repeats):
             shift = repeat % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 print(f"repeat {repeat + 1}/{settings.repeats}: {server.kind}", file=sys.stderr)
                 base = (repeat * len(servers) + servers.index(server)) * 10_000_000
-                run = {"client": client_run(server, counts, registry, tune)}
-                for offset, mode in enumerate(("burst", "paced")):
-                    run[f"monitor_{mode}"] = monitor_run(
-                        server, counts, mode, base + offset * 1_000_000, registry, tune
-                    )
+                try:
+                    run = {"client": client_run(server, counts, registry, tune)}
+                    for offset, mode in enumerate(("burst", "paced")):
+                        run[f"monitor_{mode}"] = monitor_run(
+                            server, counts, mode, base + offset * 1_000_000, registry, tune
+                        )
+                    run["counter"] = counter_run(server, counts, base + 2_000_000, registry, tune)
+                except PeerError as error:
+                    # One server failing a repeat (a timeout, a crash) is a
+                    # finding to report, not a reason to lose the others' run.
+                    failed.append(f"{server.kind} repeat {repeat + 1} failed: {_first(error)}")
+                    print(failed[-1], file=sys.stderr)
+                    continue
                 runs[server.kind].append(run)
+        # 9. the load, once per server (it lasts load_seconds)
+        for server in servers:
+            print(f"load: {server.kind}", file=sys.stderr)
+            try:
+                once[server.kind]["load"] = load_run(server, counts, registry, tune)
+            except PeerError as error:
+                once[server.kind]["load"] = None
+                failed.append(f"{server.kind} load failed: {_first(error)}")
+                print(failed[-1], file=sys.stderr)
+        for server in servers:
+            with contextlib.suppress(OSError, RuntimeError):  # a server that died has no figures
+                once[server.kind]["rss_end"] = vm_mb(server.peer.pid, "VmRSS")
+                once[server.kind]["hwm"] = vm_mb(server.peer.pid, "VmHWM")
         if profile is not None:
             for server in servers:
                 if server.kind == "caioc":
@@ -951,7 +1528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server.peer.expect("PROFILED", 60.0)
     print(f"finished in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
-    lines = summarize(kinds, runs, counts)
+    dropped = [kind for kind in kinds if not runs[kind]]
+    failed += [f"{kind}: no repeat succeeded, left out of the table" for kind in dropped]
+    kinds = [kind for kind in kinds if runs[kind]]
+    lines = summarize(kinds, runs, counts, once)
     print()
     print(
         f"Servers on loopback, client pyepics/libca; best of {settings.repeats} repeats for "
@@ -962,7 +1542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for MB/s above 1.00x is faster."
     )
     table(kinds, lines)
-    notes = checks(kinds, runs)
+    print()
+    print("Goals (caioc; caproto beside it), ratios to softioc measured in this run:")
+    goal_table(kinds, lines, counts)
+    notes = failed + checks(kinds, runs, once)
     print()
     print(
         "\n".join(notes)
@@ -999,9 +1582,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ],
                 "checks": notes,
                 "runs": runs,
+                "once": once,
             },
         )
     return 0
+
+
+def _first(error: Exception) -> str:
+    """The first line of an error (a peer's report goes on with its output)."""
+    return str(error).split("\n", 1)[0]
 
 
 def _json(value: float) -> float | None:
