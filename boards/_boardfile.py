@@ -5,6 +5,7 @@
     [board]
     model = "raspberry-pi-4"      # or "auto" (detect) — optional
     prefix = "weather:"           # put before every PV name
+    bus_status = true             # status PVs for every bus (the default)
 
     [[device]]
     driver = "bme280"             # see `caioc drivers`
@@ -18,6 +19,17 @@ Every mistake is reported with the file, the line and what is wrong,
 before anything starts (:class:`BoardFileError`). With ``sim=True`` each
 bus is a simulator and each device's simulated part is attached to it, so
 any board file runs on a laptop.
+
+Every bus a board file opens also gets the status PVs of
+:class:`~caioc.hw.PortStatus` (``connected``, ``transactions``,
+``error_count``, ``timeout_count``, ``last_error``), so a wiring fault
+(every device on the bus failing) shows apart from a device fault:
+``<prefix>bus:i2c-1:connected``, ``<prefix>bus:spi-0.1:...``,
+``<prefix>bus:w1:...``; a serial instrument has a port of its own,
+``<prefix>bus:serial:<device name>:...``. GPIO has no bus worker and no
+status PVs. ``bus_status = false`` in ``[board]`` leaves them out. The
+PVs are served with the first device on each bus (a sub-group of it), so
+:func:`build` still returns exactly the board file's devices.
 """
 
 from __future__ import annotations
@@ -27,10 +39,13 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._buses import bus_kind, open_bus
 from ._models import BOARDS, Board, detect_board
+
+if TYPE_CHECKING:
+    from caioc.hw import PortStats
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +58,11 @@ log = logging.getLogger("caioc.boards")
 
 _NAME = re.compile(r"[A-Za-z0-9_\-:]+")
 _DEVICE_KEYS = {"driver", "name", "bus", "address", "options"}
-_BOARD_KEYS = {"model", "prefix"}
+_BOARD_KEYS = {"model", "prefix", "bus_status"}
+#: Kinds of bus whose transport has a worker, and so status PVs.
+_STATUS_KINDS = ("i2c", "spi", "serial", "w1", "iio")
+#: Characters a bus name may keep in a PV name (w1-/sys/... has slashes).
+_PV_UNSAFE = re.compile(r"[^A-Za-z0-9_\-:.]")
 
 
 class BoardFileError(ValueError):
@@ -79,6 +98,8 @@ class BoardFile:
     board: Board | None
     prefix: str
     devices: list[DeviceSpec] = field(default_factory=list)
+    #: Serve the status PVs of each bus (``bus_status`` in ``[board]``).
+    bus_status: bool = True
 
 
 def _device_lines(text: str) -> list[int]:
@@ -135,7 +156,11 @@ def load(path: str | Path) -> BoardFile:
     prefix = board_table.get("prefix", "")
     if not isinstance(prefix, str):
         raise BoardFileError(path, _key_line(text, 1, "prefix"), "prefix must be a string")
-    result = BoardFile(path, board, prefix)
+    bus_status = board_table.get("bus_status", True)
+    if not isinstance(bus_status, bool):
+        line = _key_line(text, 1, "bus_status")
+        raise BoardFileError(path, line, "bus_status must be true or false")
+    result = BoardFile(path, board, prefix, bus_status=bus_status)
     lines = _device_lines(text)
     devices = data.get("device", [])
     if not isinstance(devices, list):
@@ -192,6 +217,7 @@ def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None
 
     prefix = board_file.prefix if prefix is None else prefix
     buses: dict[str, Any] = {}
+    users: dict[str, list[tuple[DeviceSpec, Any]]] = {}
     devices = []
     for spec in board_file.devices:
         info = lookup(spec.driver)
@@ -205,9 +231,103 @@ def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None
             raise BoardFileError(board_file.path, spec.line, str(error)) from error
         if sim:
             bus.attach(info.simulator(address=spec.address, **spec.options))
-        devices.append(
-            info.factory(
-                prefix=f"{prefix}{spec.name}:", bus=bus, address=spec.address, **spec.options
-            )
+        device = info.factory(
+            prefix=f"{prefix}{spec.name}:", bus=bus, address=spec.address, **spec.options
         )
+        devices.append(device)
+        users.setdefault(spec.bus, []).append((spec, device))
+    if board_file.bus_status:
+        _add_bus_status(buses, users, prefix)
     return devices
+
+
+class BusStats:
+    """Where the :class:`~caioc.hw.PortStats` of one board-file bus live right now.
+
+    The status source of a bus's :class:`~caioc.hw.PortStatus`. The
+    counters belong to the worker that serves the bus, and who holds that
+    worker depends on the kind of bus: the bus object itself (1-Wire,
+    IIO), the SPI bus behind a chip select, or the transport a driver
+    opens on connecting (the shared I2C bus of the I2C sensors, the serial
+    port of an instrument), which may be a new one after a reconnection.
+    So it is looked up at every refresh. Until a transport is first open
+    the bus counts as disconnected; while none is open (a driver between
+    reconnections) the last one's figures stay, with its error and its
+    closed link; a new transport's figures start from zero.
+    """
+
+    def __init__(self, bus: Any, devices: list[Any]) -> None:
+        from caioc.hw import PortStats
+
+        self.bus = bus
+        self.devices = devices
+        self._last = PortStats(connected=False)
+
+    @property
+    def closed(self) -> bool:
+        """Never: the bus lives as long as the IOC."""
+        return False
+
+    @property
+    def stats(self) -> PortStats:
+        """The counters of the worker serving the bus now."""
+        found = _stats_of(self.bus)
+        if found is not None:
+            return found
+        for device in self.devices:
+            # The transport attribute names the drivers use (duck-typed:
+            # a driver without one simply adds nothing).
+            for attribute in ("_bus", "_port", "bus", "port"):
+                try:
+                    candidate = getattr(device, attribute, None)
+                except Exception:  # a property that says "not open"
+                    continue
+                found = _stats_of(candidate)
+                if found is not None:
+                    self._last = found
+                    return found
+        return self._last
+
+
+def _stats_of(thing: Any) -> PortStats | None:
+    from caioc.hw import PortStats
+
+    for candidate in (thing, getattr(thing, "bus", None)):
+        stats = getattr(candidate, "stats", None)
+        if isinstance(stats, PortStats):
+            return stats
+    return None
+
+
+def _add_bus_status(
+    buses: dict[str, Any], users: dict[str, list[tuple[DeviceSpec, Any]]], prefix: str
+) -> None:
+    from caioc.hw import PortStatus
+
+    for name, bus in buses.items():
+        kind = bus_kind(name)
+        if kind not in _STATUS_KINDS:
+            continue
+        if kind == "serial":
+            # One port per instrument: each device gets its own status.
+            groups = [
+                ([device], f"{prefix}bus:serial:{spec.name}:", device)
+                for spec, device in users[name]
+            ]
+        else:
+            devices = [device for _, device in users[name]]
+            label = _PV_UNSAFE.sub("_", name)
+            groups = [(devices, f"{prefix}bus:{label}:", devices[0])]
+        for devices, status_prefix, host in groups:
+            _attach(host, PortStatus(status_prefix, bus=BusStats(bus, devices)))
+
+
+def _attach(host: Any, group: Any) -> None:
+    """Serve *group* as a sub-group of *host* (started and stopped with it).
+
+    What a ``SubGroup`` declaration does, for one instance: the caller
+    serves the devices :func:`build` returns, and nothing else.
+    """
+    host.pvdb.merge(group.pvdb)  # ValueError if a name clashes
+    host._groups[f"_bus_status_{len(host._groups)}"] = group
+    host.pv_names += group.pv_names

@@ -1,7 +1,10 @@
 """The catalogue of drivers: what a board file's ``driver = "..."`` names.
 
 Each driver module registers a :class:`DriverInfo` at import time; board
-files, ``caioc drivers`` and ``caioc check`` look drivers up here.
+files, ``caioc drivers`` and ``caioc check`` look drivers up here. A
+lookup imports only the module of the driver it names (see ``_MODULES``),
+so an IOC loads the drivers its board file uses and not the others (nor
+their buses and libraries); ``available()`` imports them all.
 """
 
 from __future__ import annotations
@@ -36,8 +39,20 @@ class DriverInfo:
 
 
 _DRIVERS: dict[str, DriverInfo] = {}
-#: Modules that register drivers, imported on first lookup.
-_MODULES = ("bme280", "sht3x", "ads1115", "gpio_devices", "scpi", "mcp3008", "ds18b20", "dht22")
+#: Modules that register drivers -> the names each registers. A lookup
+#: imports the one module that registers the name; a test checks that
+#: this table says what the modules do.
+_MODULES: dict[str, tuple[str, ...]] = {
+    "bme280": ("bme280", "bmp280"),
+    "sht3x": ("sht3x",),
+    "ads1115": ("ads1115",),
+    "gpio_devices": ("digital_input", "digital_output", "pwm_output"),
+    "scpi": ("scpi", "scpi-psu"),
+    "mcp3008": ("mcp3008",),
+    "ds18b20": ("ds18b20",),
+    "dht22": ("dht22",),
+    "serial_stream": ("serial-stream",),
+}
 
 
 def register(info: DriverInfo) -> DriverInfo:
@@ -48,18 +63,28 @@ def register(info: DriverInfo) -> DriverInfo:
     return info
 
 
+def _load(module: str) -> None:
+    try:
+        importlib.import_module(f"{__package__}.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.{module}":
+            raise  # a driver module that exists but is broken must say so
+
+
 def _load_all() -> None:
     for module in _MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.{module}":
-                raise  # a driver module that exists but is broken must say so
+        _load(module)
 
 
 def lookup(name: str) -> DriverInfo:
     """The driver called ``name``; KeyError listing the known ones if none."""
-    _load_all()
+    if name not in _DRIVERS:
+        for module, names in _MODULES.items():
+            if name in names:
+                _load(module)
+                break
+    if name not in _DRIVERS:
+        _load_all()  # for the list of known names, and any name _MODULES misses
     try:
         return _DRIVERS[name]
     except KeyError:

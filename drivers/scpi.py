@@ -25,6 +25,14 @@ read by ``SYST:ERR?`` (one entry per read, ``0,"No error"`` when empty).
   ``error_poll_period`` seconds and after every setting: ``scpi_error``
   holds the latest entry, ``scpi_error_count`` counts them.
 
+* event lines (an instrument that reports ``EVENT OVP`` or a trigger's
+  readings unasked): a subclass declares
+  :class:`~caioc.hw.serial.line_reading` quantities, the port's
+  *unsolicited* pattern (a framing option, ``unsolicited = "EVENT "`` in a
+  board file) tells those lines from replies, and the device listens to
+  the port while it is open (see "Unsolicited lines" in
+  :mod:`caioc.hw.serial` for the rule).
+
 Every exchange runs under :attr:`SCPIInstrument.lock`, so a write and the
 error check after it are never split by a poll. The serial port is a
 :class:`~caioc.hw.SerialPort` (faults are alarms: no reply -> TIMEOUT, a
@@ -57,6 +65,7 @@ from typing import Any, NamedTuple
 
 from caioc.ca import AlarmSeverity, AlarmStatus
 from caioc.hw import BadReply, Device, DeviceClosed, HardwareError, SerialPort, reading, setting
+from caioc.hw.serial import LineBinding, line_reading
 from caioc.ioc import pvproperty
 
 from ._registry import DriverInfo, register
@@ -270,6 +279,7 @@ class SCPIInstrument(Device):
         self.init_commands = list(init_commands)
         self.max_error_reads = max_error_reads
         self._port: SerialPort | None = None
+        self._lines: LineBinding | None = None
         #: Held for every exchange, so a command and its error check stay together.
         self.lock = asyncio.Lock()
         super().__init__(prefix)
@@ -329,9 +339,15 @@ class SCPIInstrument(Device):
             self._port = SerialPort(spec, **self.framing)
         else:
             self._port = spec()
+        if any(isinstance(declared, line_reading) for _, declared in self._declared()):
+            self._lines = LineBinding(self, self._port)
+            await self._lines.start()
 
     async def close(self) -> None:
         """Let the port go (closed unless it was given as a SerialPort; idempotent)."""
+        lines, self._lines = self._lines, None
+        if lines is not None:
+            await lines.stop()
         port, self._port = self._port, None
         if port is not None and port is not self.port_spec:
             # Closing joins the port's worker: not on the event loop.
@@ -545,6 +561,7 @@ _FRAMING = (
     "encoding",
     "reply_timeout",
     "inter_byte_timeout",
+    "unsolicited",
 )
 
 
@@ -561,6 +578,8 @@ def _make(
     **options: Any,
 ) -> SCPIInstrument:
     framing = {key: options.pop(key) for key in _FRAMING if key in options}
+    if not framing.get("unsolicited"):
+        framing.pop("unsolicited", None)  # "" (TOML has no null): no pattern
     if isinstance(bus, SerialPort):
         port: PortSpec = bus
     elif hasattr(bus, "open_port"):
@@ -616,6 +635,7 @@ _OPTIONS: dict[str, Any] = {
     "encoding": "ascii",
     "reply_timeout": 1.0,
     "inter_byte_timeout": 0.1,
+    "unsolicited": "",
 }
 
 register(

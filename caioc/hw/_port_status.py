@@ -19,6 +19,12 @@ changed; a change of the error state (the bus starts failing, recovers,
 the link goes or comes back) is published at once, but never more often
 than every *min_gap* seconds, so a flapping bus cannot flood the monitors
 either.
+
+The source's ``stats`` may be a different :class:`PortStats` from one
+moment to the next (a driver that opens a fresh port at each reconnection,
+a board file that finds the stats in whichever device holds the bus): the
+group follows the new one from its next refresh, and its figures start
+again from the new one's.
 """
 
 from __future__ import annotations
@@ -83,13 +89,16 @@ class PortStatus(PVGroup):
         self._published: PortSnapshot | None = None
         self._wake: asyncio.Event | None = None
         self._listener: Any = None
+        self._followed: PortStats | None = None  # whose listener list holds ours
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def startup(self) -> None:
         """Publish the figures now, then follow them."""
         await super().startup()
         loop = asyncio.get_running_loop()
         wake = self._wake = asyncio.Event()
+        self._stopping = False
 
         def listener() -> None:
             # Any thread; a closed loop means nobody follows any more.
@@ -97,16 +106,20 @@ class PortStatus(PVGroup):
                 loop.call_soon_threadsafe(wake.set)
 
         self._listener = listener
-        self.bus.stats.add_listener(listener)
         await self.refresh()
         self._task = loop.create_task(self._follow())
 
     async def shutdown(self) -> None:
         """Stop following (idempotent)."""
-        if self._listener is not None:
-            self.bus.stats.remove_listener(self._listener)
-            self._listener = None
+        if self._followed is not None:
+            self._followed.remove_listener(self._listener)
+            self._followed = None
+        self._listener = None
         if self._task is not None:
+            # The flag as well as the cancel: wait_for (Python < 3.12) drops
+            # a cancellation that arrives as the wake-up it waits for is set,
+            # and a bus that closes wakes its status just as it is stopped.
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -115,7 +128,13 @@ class PortStatus(PVGroup):
 
     async def refresh(self) -> None:
         """Publish every figure that changed since the last publication."""
-        now = self.bus.stats.snapshot()
+        stats = self.bus.stats
+        if stats is not self._followed and self._listener is not None:
+            if self._followed is not None:
+                self._followed.remove_listener(self._listener)
+            stats.add_listener(self._listener)
+            self._followed = stats
+        now = stats.snapshot()
         if self.bus.closed:
             now = now._replace(connected=False)
         before = self._published
@@ -139,7 +158,7 @@ class PortStatus(PVGroup):
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self.interval
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_periodic - loop.time()))
             self._wake.clear()

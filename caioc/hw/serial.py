@@ -32,20 +32,58 @@ as :class:`~caioc.hw.BusTimeout` (no reply), :class:`~caioc.hw.PartialReply`
 (undecodable or not matching *expect*) and :class:`~caioc.hw.DeviceUnplugged`
 (the port vanished). After an unplug the port reopens itself on the next
 query, so a replugged instrument just works again.
+
+Unsolicited lines
+-----------------
+
+Some instruments talk unasked: a stream of measurements (``T=23.5``),
+alarms (``ALARM HIGH``), SRQ-style event lines. :meth:`SerialPort.listen`
+hands every such line to a callback, :meth:`SerialPort.lines` queues them
+for a coroutine (bounded, dropping the oldest and counting the drops), and
+:class:`line_reading` binds them to a :class:`~caioc.hw.Device` reading,
+the serial counterpart of an EPICS "I/O Intr" record. While anyone
+listens, the worker reads the port between jobs, in slices that end as
+soon as a query is waiting, so queries stay as prompt as before.
+
+Which line is a reply and which is unsolicited (the framing rule):
+
+* a line that arrives while no query waits for a reply is unsolicited;
+* a query is never written in the middle of an incoming line: a line
+  that has begun arriving is first let finish (at most
+  *inter_byte_timeout* per gap), then the query goes out;
+* after a query is written, the first line that comes back is its reply,
+  unless the port has an *unsolicited* pattern: then lines that match it
+  (:func:`re.match`) are passed to the listeners and the first line that
+  does not is the reply. An instrument that may talk unasked while it is
+  being queried needs that pattern, since it is the only way to tell;
+* with an *unsolicited* pattern, lines that arrive outside a query and
+  do not match it are late replies to queries that timed out: they are
+  discarded, as they are when nobody listens at all;
+* a line cut mid-way (bytes, then a gap longer than
+  *inter_byte_timeout* with no terminator) is dropped and counted in
+  :attr:`SerialPort.cut_lines`; it never reaches a listener, so a reading
+  bound to the stream keeps its last good value (and goes stale, if it
+  has *stale_after*, when no good line follows).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
+import threading
 import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import serial  # type: ignore[import-untyped]  # pyserial ships no type hints
 
-from caioc.ca import AlarmStatus
+from caioc.ca import AlarmSeverity, AlarmStatus
 
+from ._device import Device, classify, reading
 from ._errors import (
     BadReply,
     BusTimeout,
@@ -63,11 +101,38 @@ try:
 except ImportError:  # not a POSIX system
     _PORT_ERRORS = (serial.SerialException, OSError)
 
-__all__ = ["SerialPort"]
+__all__ = ["LineBinding", "LineQueue", "SerialLine", "SerialPort", "line_reading"]
+
+_log = logging.getLogger("caioc.hw")
 
 # How long one pyserial read may block; the reply timeouts are checked at
 # least this often. Short enough for tight timeouts, long enough to idle.
 _POLL_INTERVAL = 0.02
+# Longest a listening slice holds the worker when nobody queries; it ends
+# sooner, within one read, when a query is waiting.
+_LISTEN_SLICE = 0.25
+# How often a listening port that cannot open tries again.
+_LISTEN_RETRY = 0.5
+
+
+class SerialLine(NamedTuple):
+    """One unsolicited line: its text and when its terminator arrived."""
+
+    text: str
+    #: POSIX time the line was complete (for the PV's timestamp).
+    timestamp: float
+
+
+LineListener = Callable[[SerialLine], None]
+
+
+class _Ticket:
+    """One public call on its way to the worker (see ``SerialPort._waiting``)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
 
 
 def _as_bytes(text: str | bytes, encoding: str) -> bytes:
@@ -86,6 +151,11 @@ class SerialPort:
     constructor, so an instrument that is off at start-up is a fault to
     report, not a crash. After a disconnect it is reopened on the next
     call.
+
+    *unsolicited* is a regular expression for the lines the instrument
+    sends unasked (see "Unsolicited lines" in the module doc); without it,
+    every line outside a query is unsolicited and the first line after a
+    query is its reply.
     """
 
     def __init__(
@@ -106,6 +176,7 @@ class SerialPort:
         write_timeout: float = 1.0,
         query_timeout: float | None = None,
         max_reply_bytes: int = 4096,
+        unsolicited: str | re.Pattern[str] | None = None,
         name: str | None = None,
     ) -> None:
         self.url = url
@@ -137,6 +208,19 @@ class SerialPort:
         self._received = bytearray()  # bytes read past the last terminator
         # Not connected until the first call opens the port.
         self._worker = BusWorker(f"serial {self.name}", connected=False)
+        self.unsolicited = re.compile(unsolicited) if unsolicited is not None else None
+        """Lines matching this are unsolicited even during a query (None: no pattern)."""
+        self.unsolicited_lines = 0
+        """Unsolicited lines handed to the listeners so far."""
+        self.cut_lines = 0
+        """Incoming lines dropped because they stopped before their terminator."""
+        self._listeners: list[LineListener] = []
+        # Guards the listeners, the waiting count and the slice flag; taken
+        # by callers, the worker and listen() alike, never for long.
+        self._listen_lock = threading.Lock()
+        self._waiting = 0  # public calls queued for the worker, not yet started
+        self._slice_queued = False  # a listening slice is queued or running
+        self._listen_retry_at = 0.0  # monotonic time a failed open may be retried
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "connected" if self.connected else "disconnected"
@@ -177,6 +261,8 @@ class SerialPort:
         """Close the port and stop its worker; idempotent."""
         if self._worker.closed:
             return
+        with self._listen_lock:
+            self._listeners.clear()  # a listening slice ends at its next read
         # A wedged port is left to the abandoned worker.
         with contextlib.suppress(HardwareError):
             self._worker.call(self._disconnect, "close", self.write_timeout + 1.0, count=False)
@@ -243,19 +329,104 @@ class SerialPort:
         job = lambda: self._receive(limit, deadline)  # noqa: E731
         return self._decode(await self._run_async(job, "read", limit + self.query_timeout), None)
 
+    # Unsolicited lines.
+
+    def listen(self, listener: LineListener) -> Callable[[], None]:
+        """Call ``listener(line)`` with every unsolicited :class:`SerialLine`.
+
+        The port is read between queries from now on (and opened if it is
+        not open yet). *listener* runs on the port's worker thread: it must
+        be quick and thread-safe, as :class:`LineQueue` is. Returns a
+        function that stops the listening (idempotent).
+        """
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        with self._listen_lock:
+            self._listeners.append(listener)
+
+        def stop() -> None:
+            with self._listen_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        self._resume_listening()
+        return stop
+
+    def lines(self, maxlen: int = 100) -> LineQueue:
+        """A :class:`LineQueue` of the unsolicited lines, for a coroutine.
+
+        At most *maxlen* lines wait in it; a flood drops the oldest and
+        counts them (:attr:`LineQueue.dropped`). Call it on the event loop
+        that will read it.
+        """
+        return LineQueue(self, maxlen)
+
+    @property
+    def listening(self) -> bool:
+        """True while anybody listens for unsolicited lines."""
+        return bool(self._listeners)
+
     # Plumbing shared by the sync and async faces.
 
     def _run(self, job: Any, description: str, timeout: float) -> Any:
         if self._worker.closed:
             raise DeviceClosed(f"{self.name} is closed", source=self.name)
-        # The job watches its own deadline; the margin only catches a
-        # pyserial call that never returns.
-        return self._worker.call(job, description, timeout + 0.5)
+        ticket, wrapped = self._ticketed(job)
+        try:
+            # The job watches its own deadline; the margin only catches a
+            # pyserial call that never returns.
+            return self._worker.call(wrapped, description, timeout + 0.5)
+        finally:
+            self._start(ticket)  # a call that never ran must not count as waiting
 
     async def _run_async(self, job: Any, description: str, timeout: float) -> Any:
         if self._worker.closed:
             raise DeviceClosed(f"{self.name} is closed", source=self.name)
-        return await self._worker.call_async(job, description, timeout + 0.5)
+        ticket, wrapped = self._ticketed(job)
+        try:
+            return await self._worker.call_async(wrapped, description, timeout + 0.5)
+        finally:
+            self._start(ticket)
+
+    def _ticketed(self, job: Any) -> tuple[_Ticket, Any]:
+        """*job* wrapped so a listening slice knows a call is waiting for the worker.
+
+        Slices end as soon as ``_waiting`` is non-zero, and the call's job
+        resumes the listening when it is done, so listening never delays a
+        call by more than one read and never spins while calls queue.
+        """
+        ticket = _Ticket()
+        with self._listen_lock:
+            self._waiting += 1
+
+        def wrapped() -> Any:
+            self._start(ticket)
+            try:
+                return job()
+            finally:
+                self._resume_listening()
+
+        return ticket, wrapped
+
+    def _start(self, ticket: _Ticket) -> None:
+        with self._listen_lock:
+            if ticket.started:
+                return
+            ticket.started = True
+            self._waiting -= 1
+        self._resume_listening()
+
+    def _resume_listening(self) -> None:
+        """Queue a listening slice if anybody listens, no call waits and none is queued."""
+        with self._listen_lock:
+            if not self._listeners or self._waiting or self._slice_queued:
+                return
+            self._slice_queued = True
+        try:
+            self._worker.submit(self._listen_slice, "listen")
+        except DeviceClosed:
+            with self._listen_lock:
+                self._slice_queued = False
 
     def _decode(self, reply: bytes, expect: str | re.Pattern[str] | None) -> str:
         try:
@@ -325,28 +496,135 @@ class SerialPort:
             raise BusTimeout(f"{self.name}: query not sent in time", source=self.name)
         reopened = self._port is None
         try:
-            self._start_exchange(data)
+            self._start_exchange(data, deadline)
         except DeviceUnplugged:
             if reopened:
                 raise
             # The port we had went stale while nobody used it (the device
             # was unplugged and came back). Nothing was sent on the dead
             # descriptor, so reopening and sending once more is safe.
-            self._start_exchange(data)
+            self._start_exchange(data, deadline)
         result: bytes = self._guarded(
-            lambda port: self._read_reply(port, self.reply_timeout, deadline)
+            lambda port: self._read_reply(port, self.reply_timeout, deadline, route=True)
         )
         return result
 
-    def _start_exchange(self, data: bytes) -> None:
+    def _start_exchange(self, data: bytes, deadline: float) -> None:
         def run(port: Any) -> None:
             # Whatever arrived since the last query (a late reply to one
-            # that timed out) must not be taken as the answer to this one.
-            port.reset_input_buffer()
-            self._received.clear()
+            # that timed out, an unsolicited line) must not be taken as the
+            # answer to this one: it goes to the listeners or away.
+            self._settle_input(port, deadline)
             port.write(data)
 
         self._guarded(run)
+
+    def _settle_input(self, port: Any, deadline: float) -> None:
+        """Empty the input before a query: lines to the listeners, a line in flight finished."""
+        buffer = self._received
+        waiting = port.in_waiting
+        if waiting:
+            buffer += port.read(waiting)
+        last_byte = time.monotonic()
+        while True:
+            self._pass_on_lines(buffer)
+            if not buffer:
+                return
+            # A line has begun arriving: writing now would make its end look
+            # like our reply. Let it finish, unless it has stopped.
+            now = time.monotonic()
+            if (
+                now - last_byte >= self.inter_byte_timeout
+                or now >= deadline
+                or len(buffer) > self.max_reply_bytes
+            ):
+                self._cut_line(buffer)
+                return
+            chunk = port.read(port.in_waiting or 1)
+            if chunk:
+                buffer += chunk
+                last_byte = time.monotonic()
+
+    def _pass_on_lines(self, buffer: bytearray) -> None:
+        """Take every complete line out of *buffer*: unsolicited ones to the listeners.
+
+        Outside a query every line is unsolicited unless the port has a
+        pattern, which a line must then match; the rest are late replies.
+        """
+        terminator = self.read_terminator
+        while (end := buffer.find(terminator)) >= 0:
+            line = bytes(buffer[:end])
+            del buffer[: end + len(terminator)]
+            text = line.decode(self.encoding, errors="backslashreplace")
+            if self.unsolicited is None or self.unsolicited.match(text):
+                self._deliver(text)
+            else:
+                _log.debug("%s: discarded a late reply %r", self.name, text)
+
+    def _cut_line(self, buffer: bytearray) -> None:
+        self.cut_lines += 1
+        _log.debug("%s: dropped a line cut after %d bytes: %r", self.name, len(buffer), buffer)
+        buffer.clear()
+
+    def _deliver(self, text: str) -> None:
+        with self._listen_lock:
+            listeners = list(self._listeners)
+        if not listeners:
+            return  # nobody listens: as before listening existed, it is dropped
+        self.unsolicited_lines += 1
+        line = SerialLine(text, time.time())
+        for listener in listeners:
+            try:
+                listener(line)
+            except Exception:  # a broken listener must not stop the port
+                _log.exception("%s: unsolicited-line listener %r failed", self.name, listener)
+
+    def _listen_slice(self) -> None:
+        """Read unsolicited lines until a call waits (or for one slice at most)."""
+        try:
+            self._listen(time.monotonic() + _LISTEN_SLICE)
+        finally:
+            with self._listen_lock:
+                self._slice_queued = False
+            self._resume_listening()
+
+    def _idle(self) -> bool:
+        return bool(self._listeners) and not self._waiting and not self._worker.closed
+
+    def _listen(self, until: float) -> None:
+        while time.monotonic() < self._listen_retry_at:
+            if not self._idle() or time.monotonic() >= until:
+                return
+            time.sleep(_POLL_INTERVAL)
+        try:
+            self._guarded(lambda port: self._read_unsolicited(port, until))
+        except HardwareError as error:
+            # Nobody asked, so nobody is told; the port's status says it
+            # went away, and the next slice tries again a little later.
+            _log.debug("%s: listening: %s", self.name, error)
+            self._listen_retry_at = time.monotonic() + _LISTEN_RETRY
+            if isinstance(error, DeviceUnplugged):
+                self._worker.stats.set_connected(False)
+
+    def _read_unsolicited(self, port: Any, until: float) -> None:
+        buffer = self._received
+        last_byte = time.monotonic()
+        self._worker.stats.set_connected(True)
+        while self._idle():
+            chunk = port.read(port.in_waiting or 1)
+            now = time.monotonic()
+            if chunk:
+                buffer += chunk
+                last_byte = now
+                self._pass_on_lines(buffer)
+                if len(buffer) > self.max_reply_bytes:
+                    self._cut_line(buffer)
+            elif buffer and now - last_byte >= self.inter_byte_timeout:
+                self._cut_line(buffer)
+            if now >= until and not buffer:
+                return  # a slice ends between lines, never inside one
+            if now >= until + self.inter_byte_timeout:
+                return  # a line still trickling in: finished by the next job
 
     def _receive(self, first_byte_timeout: float, deadline: float) -> bytes:
         result: bytes = self._guarded(
@@ -354,7 +632,10 @@ class SerialPort:
         )
         return result
 
-    def _read_reply(self, port: Any, first_byte_timeout: float, deadline: float) -> bytes:
+    def _read_reply(
+        self, port: Any, first_byte_timeout: float, deadline: float, *, route: bool = False
+    ) -> bytes:
+        """The next line; with *route*, lines matching the unsolicited pattern are passed on."""
         buffer = self._received
         terminator = self.read_terminator
         start = time.monotonic()
@@ -364,6 +645,13 @@ class SerialPort:
             if 0 <= end <= self.max_reply_bytes:
                 reply = bytes(buffer[:end])
                 del buffer[: end + len(terminator)]
+                if route and self.unsolicited is not None:
+                    text = reply.decode(self.encoding, errors="backslashreplace")
+                    if self.unsolicited.match(text):
+                        self._deliver(text)
+                        if not buffer:
+                            last_byte = None  # the reply's first byte is still to come
+                        continue
                 return reply
             if len(buffer) > self.max_reply_bytes:
                 data = bytes(buffer)
@@ -394,3 +682,234 @@ class SerialPort:
                 )
             if now >= deadline:
                 raise BusTimeout(f"{self.name}: reply not complete in time", source=self.name)
+
+
+class LineQueue:
+    """A port's unsolicited lines for one coroutine, bounded: a flood drops the oldest.
+
+    ::
+
+        async with port.lines(maxlen=100) as lines:
+            async for line in lines:          # SerialLine(text, timestamp)
+                ...
+
+    Lines arrive on the port's worker thread and wait here; the event loop
+    is woken once per batch, not once per line. Once *maxlen* lines wait,
+    each new one pushes the oldest out and :attr:`dropped` counts it, so
+    an instrument that talks faster than the IOC reads costs a fixed
+    amount of memory. Make it on the loop that reads it.
+    """
+
+    def __init__(self, port: SerialPort, maxlen: int = 100) -> None:
+        if maxlen < 1:
+            raise ValueError("a line queue holds at least one line")
+        self.port = port
+        self.maxlen = maxlen
+        self.dropped = 0
+        """Lines pushed out by newer ones before anybody read them."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._lock = threading.Lock()
+        self._lines: deque[SerialLine] = deque()
+        self._signalled = False  # a wake-up is on its way to the loop
+        self._closed = False
+        self._stop = port.listen(self._put)
+
+    def __repr__(self) -> str:
+        return f"<LineQueue {self.port.name} {len(self._lines)} waiting, {self.dropped} dropped>"
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    async def __aenter__(self) -> LineQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[SerialLine]:
+        return self
+
+    async def __anext__(self) -> SerialLine:
+        line = await self.get()
+        if line is None:
+            raise StopAsyncIteration
+        return line
+
+    def close(self) -> None:
+        """Stop listening; lines already queued can still be read (idempotent)."""
+        self._stop()
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+
+    def get_nowait(self) -> SerialLine | None:
+        """The oldest waiting line, or None."""
+        with self._lock:
+            return self._lines.popleft() if self._lines else None
+
+    async def get(self) -> SerialLine | None:
+        """The oldest line, waiting for one; None once closed and empty."""
+        while True:
+            with self._lock:
+                if self._lines:
+                    return self._lines.popleft()
+                if self._closed:
+                    return None
+                self._signalled = False
+            await self._wake.wait()
+            self._wake.clear()
+
+    def _put(self, line: SerialLine) -> None:
+        # On the port's worker thread.
+        with self._lock:
+            if len(self._lines) >= self.maxlen:
+                self._lines.popleft()
+                self.dropped += 1
+            self._lines.append(line)
+            if self._signalled:
+                return  # the loop has not been round yet: it will take this one too
+            self._signalled = True
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody reads any more
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+
+Parser = Callable[[Any, "re.Match[str]"], Any]
+
+
+class line_reading(reading):
+    r"""A reading set by unsolicited lines matching *pattern*: an I/O-interrupt reading.
+
+    *pattern* is a regular expression tried on each line with
+    :func:`re.match`. The value is ``parse(device, match)``; by default
+    the first group (or the whole match) converted to the type of *value*
+    (float, int or str). A line that matches but does not parse raises the
+    alarm its error names (CALC for a ValueError) and keeps the last good
+    value. The PV's timestamp is when the line arrived. It is never
+    polled; give *stale_after* to raise TIMEOUT when the lines stop.
+    :class:`LineBinding` feeds it::
+
+        class Thermometer(Device):
+            temperature = line_reading(r"T=([-+.\d]+)", units="degC", stale_after=5.0)
+    """
+
+    def __init__(
+        self,
+        pattern: str | re.Pattern[str],
+        value: Any = 0.0,
+        *,
+        parse: Parser | None = None,
+        **options: Any,
+    ) -> None:
+        if options.pop("period", None) is not None:
+            raise ValueError("a line reading is never polled: it has no period")
+        super().__init__(value, period=None, **options)
+        self.pattern = re.compile(pattern)
+        self.parse_function = parse
+
+    def parser(self, function: Parser) -> line_reading:
+        """``def f(self, match) -> value``: how a matching line becomes the value."""
+        self.parse_function = function
+        return self
+
+    def parse(self, device: Any, match: re.Match[str]) -> Any:
+        """The value of a matching line (ValueError when it has none)."""
+        if self.parse_function is not None:
+            return self.parse_function(device, match)
+        text = match.group(1) if match.re.groups else match.group(0)
+        if isinstance(self.value, str):
+            return text.strip()
+        if isinstance(self.value, int) and not isinstance(self.value, bool):
+            return int(text)
+        return float(text)
+
+
+class LineBinding:
+    """Feeds a port's unsolicited lines to the :class:`line_reading` PVs of a device.
+
+    A driver starts one when it opens its port and stops it when it closes
+    the port::
+
+        async def open(self):
+            self.port = ...
+            self.lines = LineBinding(self, self.port)
+            await self.lines.start()
+
+        async def close(self):
+            await self.lines.stop()
+            ...
+
+    Each line goes to every line reading whose pattern it matches, through
+    :meth:`~caioc.hw.Device.post`; lines nobody matches are counted in
+    :attr:`unmatched`. *maxlen* bounds the lines waiting (see
+    :class:`LineQueue`).
+    """
+
+    def __init__(self, device: Device, port: SerialPort, *, maxlen: int = 100) -> None:
+        self.device = device
+        self.port = port
+        self.maxlen = maxlen
+        self.unmatched = 0
+        """Lines no line reading of the device matched."""
+        self.readings = [
+            (attribute, declared)
+            for attribute, declared in device._declared()
+            if isinstance(declared, line_reading)
+        ]
+        self._queue: LineQueue | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because the device fell behind (see :attr:`LineQueue.dropped`)."""
+        return self._queue.dropped if self._queue is not None else 0
+
+    async def start(self) -> None:
+        """Listen to the port and post what arrives (idempotent).
+
+        The port is open when this returns (lines sent before a port opens
+        are lost on a real line too); a port that cannot open raises
+        :class:`~caioc.hw.DeviceUnplugged`, as a failed ``open`` should.
+        """
+        if self._task is not None:
+            return
+        self._queue = self.port.lines(self.maxlen)
+        self._task = asyncio.get_running_loop().create_task(self._run(self._queue))
+        try:
+            await self.port.open_async()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop listening (idempotent)."""
+        queue, self._queue = self._queue, None
+        task, self._task = self._task, None
+        if queue is not None:
+            queue.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, queue: LineQueue) -> None:
+        async for line in queue:
+            await self.handle(line)
+
+    async def handle(self, line: SerialLine) -> None:
+        """Post *line* to the readings it matches (what each arriving line goes through)."""
+        matched = False
+        for attribute, declared in self.readings:
+            match = declared.pattern.match(line.text)
+            if match is None:
+                continue
+            matched = True
+            try:
+                value = declared.parse(self.device, match)
+            except Exception as error:  # the instrument sent nonsense: an alarm
+                channel = getattr(self.device, attribute)
+                await channel.set_alarm(classify(error), AlarmSeverity.INVALID)
+                continue
+            await self.device.post(attribute, value, timestamp=line.timestamp)
+        if not matched:
+            self.unmatched += 1

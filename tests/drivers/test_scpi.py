@@ -32,6 +32,7 @@ from caioc.drivers.scpi import (
     parse_number,
 )
 from caioc.hw import BadReply, DeviceUnplugged, SerialPort
+from caioc.hw.serial import line_reading
 from caioc.server import Server, ServerConfig
 
 REPLY_TIMEOUT = 0.3
@@ -638,5 +639,53 @@ def test_asyncio_queries_do_not_interleave(supply: SimulatedPowerSupply, count: 
                     assert received[index + 1] == "SYST:ERR?"
         finally:
             await device.shutdown()
+
+    run(scenario)
+
+
+# -- event lines the instrument sends unasked ------------------------------------------------------
+
+
+class EventfulSupply(BenchPowerSupply):
+    """A supply that also reports events unasked (``EVENT OVP``)."""
+
+    event = line_reading(r"EVENT (.*)", "", doc="The latest event line")
+
+
+def test_event_lines_reach_their_pv_and_queries_keep_their_replies(
+    supply: SimulatedPowerSupply,
+) -> None:
+    supply.voltage_setpoint, supply.current_limit, supply.output = 5.0, 1.0, True
+
+    async def scenario() -> None:
+        cls = EventfulSupply.configured(period=0.01, error_poll_period=0.05)
+        device = cls(
+            "psu:",
+            port=supply.path,
+            read_terminator="\r\n",
+            reply_timeout=REPLY_TIMEOUT,
+            unsolicited=r"EVENT ",
+        )
+        try:
+            await connected(device)
+            supply.send("EVENT OVP")  # between queries
+            await until(lambda: device.event.value == "OVP", "the event line")
+            # A stream of event lines while the polls query: every reply still
+            # answers its own query, and no reading sees an event line.
+            stream = supply.every(0.002, "EVENT TICK")
+            await until(lambda: device.event.value == "TICK", "the streamed events")
+            polled = len(supply.received)
+            await until(lambda: len(supply.received) > polled + 40, "forty more queries")
+            stream.stop()
+            assert stream.sent > 10
+            for channel in (device.voltage, device.current, device.scpi_error):
+                assert alarm(channel)[1] == AlarmSeverity.NO_ALARM, channel
+            assert device.voltage.value == pytest.approx(5.0)
+            assert device.current.value == pytest.approx(0.5)
+            assert device.error_count.value == 0
+            port = device.port
+        finally:
+            await device.shutdown()
+        assert port.closed and not port.listening
 
     run(scenario)

@@ -27,6 +27,15 @@ matches it in full picks the handler; a string handler is a fixed reply, a
 callable returns the reply (``None`` for none). Replies end in
 *write_terminator*. :attr:`~SimulatedInstrument.faults` injects the
 failures real instruments have.
+
+Instruments that talk unasked are simulated too: :meth:`~SimulatedInstrument.send`
+sends one line now, :meth:`~SimulatedInstrument.send_raw` bytes as they
+are (a line cut off mid-way), and :meth:`~SimulatedInstrument.every` a
+line every so often (a measurement stream, a periodic ``ALARM``)::
+
+    stream = sim.every(0.5, lambda sim: f"T={sim.state['celsius']:.2f}")
+    ...
+    stream.stop()
 """
 
 from __future__ import annotations
@@ -39,13 +48,14 @@ import select
 import shutil
 import tempfile
 import threading
+import time
 import tty
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-__all__ = ["SerialFaults", "SimulatedInstrument"]
+__all__ = ["SerialFaults", "SimulatedInstrument", "SimulatedStream"]
 
 _log = logging.getLogger("caioc.hw.sim")
 
@@ -104,6 +114,37 @@ class SerialFaults:
             return self._pending.popleft() if self._pending else ("ok", None)
 
 
+class SimulatedStream:
+    """Lines an instrument sends every *period* seconds; made by :meth:`SimulatedInstrument.every`.
+
+    Sent from the instrument's own thread, so a line never interleaves
+    with a reply; paused while the instrument is unplugged.
+    """
+
+    def __init__(self, instrument: SimulatedInstrument, period: float, message: Any) -> None:
+        if not period > 0:
+            raise ValueError("a stream's period must be positive")
+        self.instrument = instrument
+        self.period = period
+        self.message = message
+        self.sent = 0
+        """Lines sent so far."""
+        self.next_time = time.monotonic() + period
+
+    def __repr__(self) -> str:
+        return f"<SimulatedStream every {self.period} s, {self.sent} sent>"
+
+    def stop(self) -> None:
+        """Send no more lines (idempotent)."""
+        self.instrument._remove_stream(self)
+
+    def _text(self) -> str | bytes | None:
+        if callable(self.message):
+            result: str | bytes | None = self.message(self.instrument)
+            return result
+        return self.message
+
+
 class SimulatedInstrument:
     """A command/reply instrument behind a pty; open :attr:`path` with pyserial.
 
@@ -152,6 +193,8 @@ class SimulatedInstrument:
         self._stopping = threading.Event()
         self._changed = threading.Condition()
         self._write_lock = threading.Lock()
+        self._streams: list[SimulatedStream] = []
+        self._streams_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<SimulatedInstrument {self.name} {'plugged' if self.plugged else 'unplugged'}>"
@@ -283,15 +326,77 @@ class SimulatedInstrument:
         data = text.encode(self.encoding) if isinstance(text, str) else text
         self._write(data + self.write_terminator)
 
+    def send_raw(self, data: bytes) -> None:
+        """Send *data* as it is, with no terminator (a line cut off mid-way, noise)."""
+        self._write(bytes(data))
+
+    def every(
+        self,
+        period: float,
+        message: str | bytes | Callable[[SimulatedInstrument], str | bytes | None],
+    ) -> SimulatedStream:
+        """Send *message* as a line every *period* seconds, until the stream stops.
+
+        A callable *message* is called each time with the instrument and
+        returns the line (None: skip this one), so a stream can follow
+        :attr:`state`.
+        """
+        stream = SimulatedStream(self, period, message)
+        with self._streams_lock:
+            self._streams.append(stream)
+        self._wake()
+        return stream
+
+    def _remove_stream(self, stream: SimulatedStream) -> None:
+        with self._streams_lock:
+            if stream in self._streams:
+                self._streams.remove(stream)
+
+    def _wake(self) -> None:
+        # The serve thread recomputes its next stream time; nothing to do if unplugged.
+        with contextlib.suppress(OSError):
+            if self._thread is not None:
+                os.write(self._wake_write, b"w")
+
     # The simulator thread.
+
+    def _stream_delay(self) -> float | None:
+        with self._streams_lock:
+            if not self._streams:
+                return None
+            first = min(stream.next_time for stream in self._streams)
+        return max(0.0, first - time.monotonic())
+
+    def _send_due_lines(self) -> None:
+        now = time.monotonic()
+        with self._streams_lock:
+            due = [stream for stream in self._streams if stream.next_time <= now]
+        for stream in due:
+            # Catch up by skipping, not bursting, after a pause (an unplug).
+            stream.next_time = max(stream.next_time + stream.period, now)
+            try:
+                text = stream._text()
+            except Exception:  # a broken stream must not kill the instrument
+                _log.exception("%r: stream %r failed", self, stream)
+                continue
+            if text is not None:
+                self.send(text)
+                stream.sent += 1
 
     def _serve(self) -> None:
         buffer = bytearray()
         try:
             while not self._stopping.is_set():
-                ready, _, _ = select.select([self._master, self._wake_read], [], [])
+                ready, _, _ = select.select(
+                    [self._master, self._wake_read], [], [], self._stream_delay()
+                )
                 if self._wake_read in ready:
-                    break
+                    os.read(self._wake_read, 64)
+                    if self._stopping.is_set():
+                        break
+                self._send_due_lines()
+                if self._master not in ready:
+                    continue
                 try:
                     data = os.read(self._master, 4096)
                 except OSError:
