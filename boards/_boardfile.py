@@ -229,11 +229,16 @@ def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None
             # A bus that cannot open (no such device, no library, no
             # permission) is the board file's line, not a traceback.
             raise BoardFileError(board_file.path, spec.line, str(error)) from error
-        if sim:
-            bus.attach(info.simulator(address=spec.address, **spec.options))
-        device = info.factory(
-            prefix=f"{prefix}{spec.name}:", bus=bus, address=spec.address, **spec.options
-        )
+        try:
+            if sim:
+                bus.attach(info.simulator(address=spec.address, **spec.options))
+            device = info.factory(
+                prefix=f"{prefix}{spec.name}:", bus=bus, address=spec.address, **spec.options
+            )
+        except (ValueError, TypeError) as error:
+            # A driver refusing its address or options ("28-xyz" is no 1-Wire
+            # id, chip select 1 on spi-0.0 ...) is this device's line too.
+            raise BoardFileError(board_file.path, spec.line, f"{spec.name}: {error}") from error
         devices.append(device)
         users.setdefault(spec.bus, []).append((spec, device))
     if board_file.bus_status:

@@ -91,11 +91,6 @@ def test_real_spi_without_spidev_names_the_extra(
     assert error.value.line == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="boards/_boardfile.py build() does not yet turn a driver's ValueError into "
-    "a BoardFileError with the device's line",
-)
 @pytest.mark.parametrize(
     ("driver", "bus", "address", "message"),
     [
@@ -109,10 +104,10 @@ def test_real_spi_without_spidev_names_the_extra(
 def test_bad_addresses_give_the_line(
     tmp_path: Path, driver: str, bus: str, address: str, message: str
 ) -> None:
-    path = board_file(tmp_path, "\n" + device_table(driver, bus, address))
+    path = board_file(tmp_path, '[board]\nprefix = "t:"\n\n' + device_table(driver, bus, address))
     with pytest.raises(BoardFileError) as error:
         build(load(path), sim=True)
-    assert error.value.line == 2 and message in error.value.message
+    assert error.value.line == 4 and message in error.value.message  # the [[device]] line
 
 
 @pytest.mark.parametrize(
