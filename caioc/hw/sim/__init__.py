@@ -11,10 +11,10 @@ faults.
 from ._faults import BusFaults
 from ._registers import RegisterMap
 from ._sysfs import SimulatedSysfsBus, SimulatedSysfsDevice
-from .gpio import SimulatedGPIO, SimulatedPin
+from .gpio import SimulatedGPIO, SimulatedPart, SimulatedPin
 from .i2c import I2CFaults, SimulatedI2CBus, SimulatedI2CDevice
 from .iio import SimulatedIIOBus, SimulatedIIODevice
-from .serial import SerialFaults, SimulatedInstrument
+from .serial import SerialFaults, SimulatedInstrument, SimulatedStream
 from .spi import SimulatedSPIBus, SimulatedSpiDev, SimulatedSPIDevice
 from .w1 import SimulatedW1Bus, SimulatedW1Slave
 
@@ -29,10 +29,12 @@ __all__ = [
     "SimulatedIIOBus",
     "SimulatedIIODevice",
     "SimulatedInstrument",
+    "SimulatedPart",
     "SimulatedPin",
     "SimulatedSPIBus",
     "SimulatedSPIDevice",
     "SimulatedSpiDev",
+    "SimulatedStream",
     "SimulatedSysfsBus",
     "SimulatedSysfsDevice",
     "SimulatedW1Bus",
