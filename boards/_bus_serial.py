@@ -36,50 +36,13 @@ import threading
 from typing import Any
 
 from caioc.hw import DeviceUnplugged, SerialPort
+from caioc.hw.serial import parse_usb_address, resolve_port
 
 from ._models import Board
 
 __all__ = ["SerialPorts", "SimulatedSerialPorts", "open_bus", "resolve_port"]
 
 log = logging.getLogger("caioc.boards")
-
-
-def resolve_port(address: int | str) -> str:
-    """The device path or pyserial URL for a board file's serial *address*.
-
-    ``usb:VID:PID[:SERIAL]`` (hex ids) is looked up among the present ports
-    (:class:`~caioc.hw.DeviceUnplugged` if none matches, so the driver
-    retries); anything else is a path or URL and is used as it is.
-    """
-    if not isinstance(address, str) or not address:
-        raise ValueError(f"a serial port address is a path, URL or usb:VID:PID, not {address!r}")
-    if not address.startswith("usb:"):
-        return address
-    fields = address.split(":")[1:]
-    if len(fields) not in (2, 3):
-        raise ValueError(f"a USB serial address is usb:VID:PID or usb:VID:PID:SERIAL: {address!r}")
-    try:
-        vid, pid = int(fields[0], 16), int(fields[1], 16)
-    except ValueError:
-        raise ValueError(f"USB ids are hex numbers: {address!r}") from None
-    serial_number = fields[2] if len(fields) == 3 else None
-    from serial.tools import list_ports  # type: ignore[import-untyped]
-
-    matches = sorted(
-        port.device
-        for port in list_ports.comports()
-        if port.vid == vid
-        and port.pid == pid
-        and (serial_number is None or port.serial_number == serial_number)
-    )
-    if not matches:
-        raise DeviceUnplugged(
-            f"no serial port with USB id {address[4:]} is present", source=address
-        )
-    if len(matches) > 1:
-        # Which one is "the" port is a guess: say so, and make it repeatable.
-        log.warning("%s matches %s; using %s (add the serial number)", address, matches, matches[0])
-    return str(matches[0])
 
 
 class SerialPorts:
@@ -91,8 +54,18 @@ class SerialPorts:
         return f"<{type(self).__name__}>"
 
     def open_port(self, address: int | str, **options: Any) -> SerialPort:
-        """A new :class:`~caioc.hw.SerialPort` on *address* with *options* (framing)."""
-        return SerialPort(resolve_port(address), name=str(address), **options)
+        """A new :class:`~caioc.hw.SerialPort` on *address* with *options* (framing).
+
+        A ``usb:`` address is checked here and looked up by the port each
+        time it opens (see :func:`~caioc.hw.serial.resolve_port`).
+        """
+        if not isinstance(address, str) or not address:
+            raise ValueError(
+                f"a serial port address is a path, URL or usb:VID:PID, not {address!r}"
+            )
+        if address.startswith("usb:"):
+            parse_usb_address(address)  # well formed; looked up at each open
+        return SerialPort(address, name=address, **options)
 
     def close(self) -> None:
         """Nothing to release: each driver closes the ports it opened."""

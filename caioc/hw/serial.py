@@ -99,7 +99,15 @@ try:
 except ImportError:  # not a POSIX system
     _PORT_ERRORS = (serial.SerialException, OSError)
 
-__all__ = ["LineBinding", "LineQueue", "SerialLine", "SerialPort", "line_reading"]
+__all__ = [
+    "LineBinding",
+    "LineQueue",
+    "SerialLine",
+    "SerialPort",
+    "line_reading",
+    "parse_usb_address",
+    "resolve_port",
+]
 
 _log = logging.getLogger("caioc.hw")
 
@@ -111,6 +119,51 @@ _POLL_INTERVAL = 0.02
 _LISTEN_SLICE = 0.25
 # How often a listening port that cannot open tries again.
 _LISTEN_RETRY = 0.5
+
+
+def parse_usb_address(address: str) -> tuple[int, int, str | None]:
+    """``usb:VID:PID[:SERIAL]`` (hex ids) as (vid, pid, serial number or None)."""
+    fields = address.split(":")[1:]
+    if len(fields) not in (2, 3):
+        raise ValueError(f"a USB serial address is usb:VID:PID or usb:VID:PID:SERIAL: {address!r}")
+    try:
+        vid, pid = int(fields[0], 16), int(fields[1], 16)
+    except ValueError:
+        raise ValueError(f"USB ids are hex numbers: {address!r}") from None
+    return vid, pid, fields[2] if len(fields) == 3 else None
+
+
+def resolve_port(address: int | str) -> str:
+    """The device path or pyserial URL for a board file's serial *address*.
+
+    ``usb:VID:PID[:SERIAL]`` (hex ids) is looked up among the present ports
+    (:class:`~caioc.hw.DeviceUnplugged` if none matches, so the driver
+    retries); anything else is a path or URL and is used as it is.
+    """
+    if not isinstance(address, str) or not address:
+        raise ValueError(f"a serial port address is a path, URL or usb:VID:PID, not {address!r}")
+    if not address.startswith("usb:"):
+        return address
+    vid, pid, serial_number = parse_usb_address(address)
+    from serial.tools import list_ports  # type: ignore[import-untyped]
+
+    matches = sorted(
+        port.device
+        for port in list_ports.comports()
+        if port.vid == vid
+        and port.pid == pid
+        and (serial_number is None or port.serial_number == serial_number)
+    )
+    if not matches:
+        raise DeviceUnplugged(
+            f"no serial port with USB id {address[4:]} is present", source=address
+        )
+    if len(matches) > 1:
+        # Which one is "the" port is a guess: say so, and make it repeatable.
+        _log.warning(
+            "%s matches %s; using %s (add the serial number)", address, matches, matches[0]
+        )
+    return str(matches[0])
 
 
 class _Ticket:
@@ -443,7 +496,9 @@ class SerialPort:
     def _connect(self) -> Any:
         if self._port is None:
             try:
-                self._port = serial.serial_for_url(self.url, **self.settings)
+                # usb:VID:PID is looked up at each open: a replugged adapter
+                # may come back as another /dev/ttyUSBn.
+                self._port = serial.serial_for_url(resolve_port(self.url), **self.settings)
             except _PORT_ERRORS as exc:
                 raise DeviceUnplugged(
                     f"{self.name}: cannot open the port: {exc}", source=self.name

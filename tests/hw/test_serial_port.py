@@ -267,3 +267,29 @@ def test_an_endless_reply_is_cut_off(instrument: SimulatedInstrument) -> None:
 def test_terminators_must_be_usable() -> None:
     with pytest.raises(ValueError):
         SerialPort("loop://", read_terminator="")
+
+
+def test_a_usb_id_finds_its_port_at_every_open(
+    monkeypatch: pytest.MonkeyPatch, instrument: SimulatedInstrument
+) -> None:
+    """``usb:VID:PID`` is looked up each time the port opens: a replug may move it."""
+    from types import SimpleNamespace
+
+    from serial.tools import list_ports  # type: ignore[import-untyped]
+
+    present: list[SimpleNamespace] = []
+    monkeypatch.setattr(list_ports, "comports", lambda: list(present))
+    adapter = SimpleNamespace(vid=0x0403, pid=0x6001, serial_number="A5", device=instrument.path)
+    with SerialPort("usb:0403:6001:A5", read_terminator="\r\n", reply_timeout=0.5) as port:
+        with pytest.raises(DeviceUnplugged, match="0403:6001"):
+            port.open()  # not plugged in yet: retried by its owner, never a crash
+        present.append(adapter)
+        assert port.query("*IDN?") == "ACME,PSU-1,0042,1.0"
+        # unplugged, then back under another name: found again by its id
+        instrument.unplug()
+        with pytest.raises(DeviceUnplugged):
+            port.query("*IDN?")
+        present.clear()
+        with make_instrument() as moved:
+            present.append(SimpleNamespace(**{**vars(adapter), "device": moved.path}))
+            assert port.query("*IDN?") == "ACME,PSU-1,0042,1.0"
