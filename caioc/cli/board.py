@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import logging
 import os
 import re
@@ -200,6 +199,8 @@ def _environment(pairs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _default_user() -> str:
+    import getpass  # only deploy needs it (and it loads termios): not at every start
+
     # Under sudo, the unit is for the person who asked, not for root.
     return os.environ.get("SUDO_USER") or getpass.getuser()
 

@@ -23,38 +23,51 @@ in its :class:`PortStats` (``bus.stats``), which :class:`PortStatus`
 serves as PVs.
 """
 
-from ._clock import REAL_CLOCK, Clock, RealClock, TimerHandle, VirtualClock, VirtualClockStalled
-from ._device import Device, reading, setting
-from ._errors import (
-    BackendUnavailable,
-    BadReply,
-    BusTimeout,
-    DeviceClosed,
-    DeviceUnplugged,
-    HardwareError,
-    NoAcknowledge,
-    PartialReply,
-    PinError,
-    UnsupportedOperation,
-)
-from ._port_status import PortStatus
-from ._worker import BusWorker, PortSnapshot, PortStats
-from .gpio import (
-    BACKENDS,
-    BackendInfo,
-    Direction,
-    Edge,
-    EdgeEvent,
-    GPIOBackend,
-    Pin,
-    Pull,
-    detect_backend,
-    load_backend,
-    parse_pin,
-)
-from .i2c import I2CBus, I2CDevice, SMBusLike
-from .serial import SerialPort
-from .spi import SPIBus, SPIDevice, SpiDevLike
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._clock import (
+        REAL_CLOCK,
+        Clock,
+        RealClock,
+        TimerHandle,
+        VirtualClock,
+        VirtualClockStalled,
+    )
+    from ._device import Device, reading, setting
+    from ._errors import (
+        BackendUnavailable,
+        BadReply,
+        BusTimeout,
+        DeviceClosed,
+        DeviceUnplugged,
+        HardwareError,
+        NoAcknowledge,
+        PartialReply,
+        PinError,
+        UnsupportedOperation,
+    )
+    from ._port_status import PortStatus
+    from ._worker import BusWorker, PortSnapshot, PortStats
+    from .gpio import (
+        BACKENDS,
+        BackendInfo,
+        Direction,
+        Edge,
+        EdgeEvent,
+        GPIOBackend,
+        Pin,
+        Pull,
+        detect_backend,
+        load_backend,
+        parse_pin,
+    )
+    from .i2c import I2CBus, I2CDevice, SMBusLike
+    from .serial import SerialPort
+    from .spi import SPIBus, SPIDevice, SpiDevLike
 
 __all__ = [
     "BACKENDS",
@@ -99,3 +112,62 @@ __all__ = [
     "reading",
     "setting",
 ]
+
+# Each name is imported from its module when first used, so that a driver
+# importing ``BadReply`` from here does not load pyserial, smbus2, the GPIO
+# layer and the IOC toolkit with it (start-up time and memory of small IOCs).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "._clock": (
+        "REAL_CLOCK",
+        "Clock",
+        "RealClock",
+        "TimerHandle",
+        "VirtualClock",
+        "VirtualClockStalled",
+    ),
+    "._device": ("Device", "reading", "setting"),
+    "._errors": (
+        "BackendUnavailable",
+        "BadReply",
+        "BusTimeout",
+        "DeviceClosed",
+        "DeviceUnplugged",
+        "HardwareError",
+        "NoAcknowledge",
+        "PartialReply",
+        "PinError",
+        "UnsupportedOperation",
+    ),
+    "._port_status": ("PortStatus",),
+    "._worker": ("BusWorker", "PortSnapshot", "PortStats"),
+    ".gpio": (
+        "BACKENDS",
+        "BackendInfo",
+        "Direction",
+        "Edge",
+        "EdgeEvent",
+        "GPIOBackend",
+        "Pin",
+        "Pull",
+        "detect_backend",
+        "load_backend",
+        "parse_pin",
+    ),
+    ".i2c": ("I2CBus", "I2CDevice", "SMBusLike"),
+    ".serial": ("SerialPort",),
+    ".spi": ("SPIBus", "SPIDevice", "SpiDevLike"),
+}
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

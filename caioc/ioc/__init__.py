@@ -6,13 +6,14 @@ runnable examples.
 
 from ._autosave import Autosave
 from ._fields import FIELDS
-from ._group import PVGroup, SubGroup, pvproperty
+from ._group import PVDatabase, PVGroup, SubGroup, pvproperty
 from ._run import ioc_arg_parser, run, serve
 from ._stats import StatsGroup
 
 __all__ = [
     "FIELDS",
     "Autosave",
+    "PVDatabase",
     "PVGroup",
     "StatsGroup",
     "SubGroup",

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -51,9 +51,9 @@ from ..server import (
     ChannelInteger,
     ChannelString,
 )
-from ._fields import ScanControl, add_fields
+from ._fields import FIELDS, ScanControl, add_fields
 
-__all__ = ["PVGroup", "SubGroup", "pvproperty"]
+__all__ = ["PVDatabase", "PVGroup", "SubGroup", "pvproperty"]
 
 log = logging.getLogger("caioc.ioc")
 
@@ -238,6 +238,98 @@ def _wrap_read(channel: ChannelData, group: PVGroup, getter: Hook) -> None:
     channel.read = read_after_getter  # type: ignore[method-assign]
 
 
+class PVDatabase(MutableMapping[str, Any]):
+    """A group's ``pvdb``: PV and field names -> their channels.
+
+    The ~25 field channels of a PV (``.EGU``, ``.HHSV`` ...) are made when
+    one of them is first looked up, not with the group: most are never
+    read, and making them all is most of an IOC's start-up time and much
+    of its memory. Their names are known from the start (``FIELDS``), so
+    ``in``, ``len`` and iteration make nothing; reading the values does.
+    A field made late starts from the PV's state at that moment, which is
+    what it would have followed to by then.
+    """
+
+    def __init__(self) -> None:
+        self._channels: dict[str, Any] = {}
+        #: Every name served, in order (values unused: an ordered set).
+        self._names: dict[str, None] = {}
+        #: PV name -> what makes its field channels, until they are made.
+        self._unmade: dict[str, Callable[[], Mapping[str, Any]]] = {}
+
+    def add_pv(self, name: str, channel: Any, make_fields: Callable[[], Mapping[str, Any]]) -> None:
+        """Serve ``channel`` as ``name``, and its fields when first looked up."""
+        made: list[Mapping[str, Any]] = []
+
+        def make_once() -> Mapping[str, Any]:
+            # A group's database and every one it is merged into (its parent
+            # group's, the server's) must hold the same field channels.
+            if not made:
+                made.append(make_fields())
+            return made[0]
+
+        self._channels[name] = channel
+        self._names[name] = None
+        self._names.update(dict.fromkeys(f"{name}.{field}" for field in FIELDS))
+        self._unmade[name] = make_once
+
+    def merge(self, other: Mapping[str, Any]) -> None:
+        """Add all of ``other`` (fields still unmade stay so); ValueError if a name clashes."""
+        clash = self._names.keys() & other.keys()
+        if clash:
+            raise ValueError(f"PV names used twice: {sorted(clash)[:5]}")
+        if isinstance(other, PVDatabase):
+            self._channels.update(other._channels)
+            self._names.update(other._names)
+            self._unmade.update(other._unmade)
+        else:
+            self.update(other)
+
+    def _make_fields(self, key: str) -> None:
+        make = self._unmade.pop(key.rpartition(".")[0], None)
+        if make is not None:
+            fields = make()
+            self._channels.update(fields)
+            self._names.update(dict.fromkeys(fields))
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._channels[key]
+        except KeyError:
+            self._make_fields(key)
+            return self._channels[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The channel of ``key``, or ``default`` (the server's lookup)."""
+        channel = self._channels.get(key)
+        if channel is None and key in self._names:
+            self._make_fields(key)
+            channel = self._channels.get(key)
+        return default if channel is None else channel
+
+    def __setitem__(self, key: str, channel: Any) -> None:
+        self._make_fields(key)  # a field set by hand replaces the made one
+        self._channels[key] = channel
+        self._names[key] = None
+
+    def __delitem__(self, key: str) -> None:
+        self._make_fields(key)
+        del self._channels[key]
+        del self._names[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"<PVDatabase of {len(self)} channels ({len(self._unmade)} PVs' fields unmade)>"
+
+
 class SubGroup:
     """A :class:`PVGroup` nested in another, under an extra prefix."""
 
@@ -279,7 +371,7 @@ class PVGroup:
         self.prefix = prefix.format(**self.macros)
         self._channels: dict[str, ChannelData] = {}
         self._groups: dict[str, PVGroup] = {}
-        self.pvdb: dict[str, Any] = {}
+        self.pvdb = PVDatabase()
         #: The PVs themselves, in declaration order (pvdb adds their fields).
         self.pv_names: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -292,18 +384,18 @@ class PVGroup:
                     raise ValueError(f"two PVs are named {name!r}")
                 channel = declared.make(self, name)
                 self._channels[attribute] = channel
-                self.pvdb[name] = channel
                 self.pv_names.append(name)
                 if declared.scan_period is not None:
                     self._scans[attribute] = ScanControl(declared.scan_period)
-                fields = add_fields(
+                make_fields = functools.partial(
+                    add_fields,
                     name,
                     channel,
                     declared.doc,
                     scan=self._scans.get(attribute),
                     process=functools.partial(self._process, attribute),
                 )
-                self.pvdb.update(fields)
+                self.pvdb.add_pv(name, channel, make_fields)
             else:
                 sub = declared.group(
                     self.prefix + declared.prefix.format(**self.macros),
@@ -311,10 +403,7 @@ class PVGroup:
                     **declared.kwargs,
                 )
                 self._groups[attribute] = sub
-                clash = set(sub.pvdb) & set(self.pvdb)
-                if clash:
-                    raise ValueError(f"PV names used twice: {sorted(clash)}")
-                self.pvdb.update(sub.pvdb)
+                self.pvdb.merge(sub.pvdb)
                 self.pv_names += sub.pv_names
 
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..server import Server, ServerConfig
 from ._autosave import Autosave
-from ._group import PVGroup
+from ._group import PVDatabase, PVGroup
 from ._stats import attach_server, detach_server
 
 __all__ = ["ioc_arg_parser", "run"]
@@ -85,12 +85,9 @@ async def serve(
     config = config or ServerConfig.from_environment()
     if interfaces:
         config.interfaces = list(interfaces)
-    pvdb: dict[str, Any] = {}
+    pvdb = PVDatabase()
     for group in groups:
-        clash = set(pvdb) & set(group.pvdb)
-        if clash:
-            raise ValueError(f"PV names used twice: {sorted(clash)[:5]}")
-        pvdb.update(group.pvdb)
+        pvdb.merge(group.pvdb)  # fields not yet made stay so
     savers = (
         [
             Autosave(group, f"{autosave}" if len(groups) == 1 else f"{autosave}.{index}")
