@@ -117,7 +117,9 @@ class Autosave:
                 log.warning("cannot restore %s = %r: %s", name, value, error)
                 continue
             restored.append(name)
-        self._last = self.snapshot()
+        # The file holds what is served only if it restored every value; if
+        # not (no file yet, a PV added since), the next save must write.
+        self._last = self.snapshot() if set(restored) == set(self.channels) else None
         return restored
 
     async def run(self) -> None:
