@@ -149,6 +149,9 @@ class Device(PVGroup):
         self._online = False
         self._good: dict[str, float] = {}  # reading attribute -> monotonic time of last good
         self._loops: list[asyncio.Task[None]] = []
+        # Polls due at the same loop time share one timer: due time -> their waiters.
+        self._wakeups: dict[float, list[asyncio.Future[None]]] = {}
+        self._poll_start = 0.0
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
         for attribute, declared in self._declared():
@@ -180,6 +183,8 @@ class Device(PVGroup):
         await super().startup()
         await self._connect_or_retry()
         loop = asyncio.get_running_loop()
+        # One schedule for all polls: readings of one period come due together.
+        self._poll_start = loop.time()
         for attribute, declared in self._declared():
             if not isinstance(declared, reading):
                 continue
@@ -267,19 +272,41 @@ class Device(PVGroup):
     # -- readings ---------------------------------------------------------------------
 
     async def _poll(self, attribute: str, declared: reading) -> None:
-        assert declared.period is not None
+        assert declared.period is not None and declared.read_function is not None
         loop = asyncio.get_running_loop()
-        next_time = loop.time()
+        next_time = self._poll_start
         while True:
             if self._online:
-                await self.read_now(attribute)
+                await self._read_reading(attribute, declared)
             next_time += declared.period
-            await asyncio.sleep(max(0.0, next_time - loop.time()))
+            if next_time > loop.time():
+                await self._wake_at(loop, next_time)
+            else:  # late (a slow read): go on at once, as sleep(0) would
+                await asyncio.sleep(0)
+
+    def _wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> asyncio.Future[None]:
+        """A future done at loop time *when*; the polls due then share one timer."""
+        waiter = loop.create_future()
+        waiters = self._wakeups.get(when)
+        if waiters is None:
+            waiters = self._wakeups[when] = []
+            loop.call_at(when, self._wake, when)
+        waiters.append(waiter)
+        return waiter
+
+    def _wake(self, when: float) -> None:
+        for waiter in self._wakeups.pop(when, ()):
+            if not waiter.done():  # a poll cancelled meanwhile has a cancelled waiter
+                waiter.set_result(None)
 
     async def read_now(self, attribute: str) -> Any:
         """Read one reading from the hardware now; returns the value or None."""
         declared = type(self)._declared_map()[attribute]
         assert isinstance(declared, reading) and declared.read_function is not None
+        return await self._read_reading(attribute, declared)
+
+    async def _read_reading(self, attribute: str, declared: reading) -> Any:
+        assert declared.read_function is not None
         try:
             value = await _bounded(declared.read_function(self), declared.timeout)
         except asyncio.CancelledError:
@@ -287,7 +314,10 @@ class Device(PVGroup):
         except Exception as error:
             await self._read_failed(attribute, declared, error)
             return None
-        await self.post(attribute, value)
+        if type(self).post is Device.post:
+            self._post_now(attribute, value, None)  # the same, without a coroutine
+        else:
+            await self.post(attribute, value)  # a driver's own post (a filter, a conversion)
         self._failures = 0
         return value
 
@@ -308,12 +338,12 @@ class Device(PVGroup):
         I/O-interrupt updates that carry their own time (a GPIO edge's
         kernel timestamp); None: now.
         """
-        channel = self._channels[attribute]
-        if isinstance(value, float) and math.isnan(value):
-            await channel.set(value, timestamp=timestamp)  # NaN is UDF by itself
-            return
-        await channel.set(value, timestamp=timestamp)
-        self._good[attribute] = time.monotonic()
+        self._post_now(attribute, value, timestamp)
+
+    def _post_now(self, attribute: str, value: Any, timestamp: float | None) -> None:
+        self._channels[attribute].set_nowait(value, timestamp=timestamp)
+        if not (isinstance(value, float) and math.isnan(value)):  # NaN is UDF by itself
+            self._good[attribute] = time.monotonic()
 
     async def _read_failed(self, attribute: str, declared: reading, error: BaseException) -> None:
         self._failures += 1

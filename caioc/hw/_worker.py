@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -65,30 +67,78 @@ class _Mailbox:
     all the calls that finished before it got round to them, instead of
     once per call (each wake-up is a write to the loop's self-pipe and a
     pass of its select).
+
+    The mailbox refers to its loop weakly: it is the value of a
+    weak-keyed mapping from loops, which a strong reference would keep
+    alive for ever. Its lock also guards the state of its calls (one lock
+    per loop rather than one per call).
+
+    It also keeps the calls' timeouts, on the loop's side, on one timer:
+    a heap of deadlines and a single loop timer armed for the earliest,
+    instead of a loop timer made and cancelled for every call. A call that
+    ends in time stays in the heap until it reaches the top, where it is
+    dropped without ceremony.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_ready", "loop")
+    __slots__ = ("__weakref__", "_armed", "_deadlines", "_loop", "_ready", "_sequence", "lock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = threading.Lock()
+        self._loop = weakref.ref(loop)
+        self.lock = threading.Lock()
         self._ready: list[_LoopCall] = []
+        # (deadline, sequence, call) of the calls awaited with a timeout
+        self._deadlines: list[tuple[float, int, _LoopCall]] = []
+        self._sequence = itertools.count()
+        self._armed: asyncio.TimerHandle | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the calls are awaited on (None once it is gone)."""
+        return self._loop()
 
     def post(self, call: _LoopCall) -> None:
         """Hand *call* to the loop (any thread)."""
-        with self._lock:
+        with self.lock:
             self._ready.append(call)
             if len(self._ready) > 1:
                 return  # a delivery is already on its way and will take this one
+        loop = self._loop()
+        if loop is None:
+            return  # nobody waits any more
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            self.loop.call_soon_threadsafe(self._deliver)
+            loop.call_soon_threadsafe(self._deliver)
 
     def _deliver(self) -> None:
-        with self._lock:
+        with self.lock:
             ready, self._ready = self._ready, []
         for call in ready:
             if not call.waiter.done():
                 call.waiter.set_result(None)
+
+    def expire_at(self, loop: asyncio.AbstractEventLoop, deadline: float, call: _LoopCall) -> None:
+        """Wake *call*'s waiter at *deadline* (loop time) if nothing has by then (loop only)."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].waiter.done():  # ended in time: forget it
+            heapq.heappop(deadlines)
+        heapq.heappush(deadlines, (deadline, next(self._sequence), call))
+        armed = self._armed
+        if armed is None or deadline < armed.when():
+            if armed is not None:
+                armed.cancel()
+            self._armed = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._armed is not None
+        # The loop may run a timer a hair before its time (its clock resolution).
+        due = max(loop.time(), self._armed.when())
+        self._armed = None
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= due or deadlines[0][2].waiter.done()):
+            waiter = heapq.heappop(deadlines)[2].waiter
+            if not waiter.done():
+                waiter.set_result(None)  # the caller sees it is not done: a timeout
+        if deadlines:
+            self._armed = loop.call_at(deadlines[0][0], self._expire, loop)
 
 
 class _LoopCall:
@@ -105,7 +155,7 @@ class _LoopCall:
     def __init__(self, waiter: asyncio.Future[None], mailbox: _Mailbox) -> None:
         self.waiter = waiter
         self._mailbox = mailbox
-        self._lock = threading.Lock()
+        self._lock = mailbox.lock  # held only for a state change, never while calling out
         self._state = _PENDING
         self._value: Any = None
         self._error: BaseException | None = None
@@ -140,11 +190,6 @@ class _LoopCall:
         if self._error is not None:
             raise self._error
         return self._value
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class PortSnapshot(NamedTuple):
@@ -295,6 +340,7 @@ class BusWorker:
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
             weakref.WeakKeyDictionary()
         )
+        self._mailbox: _Mailbox | None = None  # the latest loop's, looked up without a weakref
         self._lock = threading.Lock()
         self._closed = False
         self._current: str | None = None
@@ -366,21 +412,22 @@ class BusWorker:
             return self._outcome(future, description, timeout, count)
         # Real time: the lighter path, taken by every poll of every device.
         loop = asyncio.get_running_loop()
-        mailbox = self._mailboxes.get(loop)
-        if mailbox is None:
-            mailbox = self._mailboxes[loop] = _Mailbox(loop)
+        mailbox = self._mailbox
+        if mailbox is None or mailbox.loop is not loop:
+            mailbox = self._mailboxes.get(loop)
+            if mailbox is None:
+                mailbox = self._mailboxes[loop] = _Mailbox(loop)
+            self._mailbox = mailbox
         waiter = loop.create_future()
         call = _LoopCall(waiter, mailbox)
         self._put(call, function, description)
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        if timeout is not None:
+            mailbox.expire_at(loop, loop.time() + timeout, call)
         try:
             await waiter
         except asyncio.CancelledError:
             call.cancel()
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
         return self._outcome(call, description, timeout, count)
 
     def close(self, timeout: float = 1.0) -> None:

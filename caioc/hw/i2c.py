@@ -35,6 +35,7 @@ example on an SMBus-only adapter that has no ``i2c_rdwr``.
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -230,6 +231,14 @@ class I2CBus(WorkerBus):
         limit = self.timeout if timeout is None else timeout
         return await self._worker.call_async(job, description, limit)
 
+    async def _operate_async(self, operation: tuple[str, bool, Callable[[SMBusLike], T]]) -> T:
+        """:meth:`call_async` of an operation below, with the bus timeout."""
+        description, write, function = operation
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        job = self._job(description, write, function)
+        return await self._worker.call_async(job, description, self.timeout)
+
     # Operations: each builds (description, direction, function) once, and
     # the sync and async methods share it.
 
@@ -294,13 +303,7 @@ class I2CBus(WorkerBus):
             bus.i2c_rdwr(*messages)
             return _message_bytes(messages[-1]) if length else b""
 
-        if out and length:
-            what = f"write {len(out)} then read {length} bytes at 0x{address:02x}"
-        elif out:
-            what = f"write {len(out)} bytes at 0x{address:02x}"
-        else:
-            what = f"read {length} bytes at 0x{address:02x}"
-        return what, not length, run
+        return _describe_transfer(address, len(out), length), not length, run
 
     def probe(self, address: int) -> bool:
         """True if a device acknowledges *address* (an SMBus quick write)."""
@@ -314,8 +317,7 @@ class I2CBus(WorkerBus):
     async def probe_async(self, address: int) -> bool:
         """Like :meth:`probe`, awaiting the worker."""
         try:
-            description, write, function = self._probe(address)
-            await self.call_async(function, description=description, write=write)
+            await self._operate_async(self._probe(address))
         except NoAcknowledge:
             return False
         return True
@@ -327,8 +329,7 @@ class I2CBus(WorkerBus):
 
     async def read_byte_data_async(self, address: int, register: int) -> int:
         """Like :meth:`read_byte_data`, awaiting the worker."""
-        description, write, function = self._read_byte_data(address, register)
-        return await self.call_async(function, description=description, write=write)
+        return await self._operate_async(self._read_byte_data(address, register))
 
     def write_byte_data(self, address: int, register: int, value: int) -> None:
         """Write the byte *value* to *register*."""
@@ -337,8 +338,7 @@ class I2CBus(WorkerBus):
 
     async def write_byte_data_async(self, address: int, register: int, value: int) -> None:
         """Like :meth:`write_byte_data`, awaiting the worker."""
-        description, write, function = self._write_byte_data(address, register, value)
-        await self.call_async(function, description=description, write=write)
+        await self._operate_async(self._write_byte_data(address, register, value))
 
     def read_word_data(self, address: int, register: int) -> int:
         """Read the SMBus (little-endian) 16-bit word at *register*."""
@@ -347,8 +347,7 @@ class I2CBus(WorkerBus):
 
     async def read_word_data_async(self, address: int, register: int) -> int:
         """Like :meth:`read_word_data`, awaiting the worker."""
-        description, write, function = self._read_word_data(address, register)
-        return await self.call_async(function, description=description, write=write)
+        return await self._operate_async(self._read_word_data(address, register))
 
     def write_word_data(self, address: int, register: int, value: int) -> None:
         """Write the SMBus (little-endian) 16-bit word *value* to *register*."""
@@ -357,8 +356,7 @@ class I2CBus(WorkerBus):
 
     async def write_word_data_async(self, address: int, register: int, value: int) -> None:
         """Like :meth:`write_word_data`, awaiting the worker."""
-        description, write, function = self._write_word_data(address, register, value)
-        await self.call_async(function, description=description, write=write)
+        await self._operate_async(self._write_word_data(address, register, value))
 
     def write_then_read(self, address: int, data: Buffer, length: int) -> bytes:
         """Write *data*, then (repeated start) read *length* bytes; no size limit.
@@ -371,8 +369,7 @@ class I2CBus(WorkerBus):
 
     async def write_then_read_async(self, address: int, data: Buffer, length: int) -> bytes:
         """Like :meth:`write_then_read`, awaiting the worker."""
-        description, write, function = self._transfer(address, data, length)
-        return await self.call_async(function, description=description, write=write)
+        return await self._operate_async(self._transfer(address, data, length))
 
     def read_block(self, address: int, register: int, length: int) -> bytes:
         """Read *length* bytes from *register* on (the device auto-increments)."""
@@ -380,7 +377,7 @@ class I2CBus(WorkerBus):
 
     async def read_block_async(self, address: int, register: int, length: int) -> bytes:
         """Like :meth:`read_block`, awaiting the worker."""
-        return await self.write_then_read_async(address, bytes([register]), length)
+        return await self._operate_async(self._transfer(address, bytes((register,)), length))
 
     def write_block(self, address: int, register: int, data: Buffer) -> None:
         """Write *data* to *register* on, in one transfer; no size limit."""
@@ -389,6 +386,16 @@ class I2CBus(WorkerBus):
     async def write_block_async(self, address: int, register: int, data: Buffer) -> None:
         """Like :meth:`write_block`, awaiting the worker."""
         await self.write_then_read_async(address, bytes([register]) + bytes(data), 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _describe_transfer(address: int, written: int, read: int) -> str:
+    """What a write-then-read transfer is called in errors (the same few, built once)."""
+    if written and read:
+        return f"write {written} then read {read} bytes at 0x{address:02x}"
+    if written:
+        return f"write {written} bytes at 0x{address:02x}"
+    return f"read {read} bytes at 0x{address:02x}"
 
 
 def _window(buffer: Buffer, start: int, end: int | None) -> memoryview:

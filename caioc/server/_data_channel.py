@@ -24,6 +24,7 @@ from ..ca import (
     decode_scalar,
     decode_strings,
     encode_dbr,
+    epics_now,
     epics_to_posix,
     payload_size,
 )
@@ -35,8 +36,8 @@ from ..ca._convert import (
     fit_count,
     resolve_count,
 )
+from ._data_alarms import SEVERITY_OF, ChannelAlarms
 from ._data_support import (
-    ALARM_RANGES,
     LIMIT_NAMES,
     ZERO_VALUES,
     ChannelError,
@@ -52,9 +53,7 @@ from ._data_support import (
     as_severity,
     as_short,
     as_units,
-    deadband_exceeded,
     epics_stamp,
-    limit_alarm,
     limit_as,
     looks_like_array,
     python_to_native,
@@ -74,19 +73,55 @@ _CACHE_SIZE = 32
 # Plain ints: IntFlag operators are slow on the per-update path.
 _UPDATE = int(SubscriptionMask.VALUE | SubscriptionMask.LOG)
 _UPDATE_AND_ALARM = int(_UPDATE | SubscriptionMask.ALARM)
-_VALUE, _LOG = int(SubscriptionMask.VALUE), int(SubscriptionMask.LOG)
 _ALARM = int(SubscriptionMask.ALARM)
-#: The alarm limits in checkAlarms order, each with the severity it raises.
-_ALARM_LIMITS = (
-    ("upper_alarm_limit", "upper_alarm_severity"),
-    ("lower_alarm_limit", "lower_alarm_severity"),
-    ("upper_warning_limit", "upper_warning_severity"),
-    ("lower_warning_limit", "lower_warning_severity"),
-)
-_SEVERITY_OF = dict(_ALARM_LIMITS)
+#: Inclusive ranges of the integer native types a Python int is stored in as is.
+_INT_RANGES = {
+    _SHORT: (-(1 << 15), (1 << 15) - 1),
+    _CHAR: (0, 0xFF),
+    _LONG: (-(1 << 31), (1 << 31) - 1),
+}
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+#: The methods a value from server code passes through on the generic path.
+_COERCION = ("_coerce", "_native", "_from_native", "_enum_states", "_check_enum_index")
 
 
-class ChannelData:
+def _quick_number(value: Any, native: int) -> Any:
+    """A Python ``int``/``float`` as a scalar channel of ``native`` numbers stores it.
+
+    The same value ``python_to_native`` and ``_from_native`` make of it,
+    without their numpy round trip (the per-update cost of a polled PV);
+    None for anything else (bools, numpy scalars, text, values out of
+    range, non-finite values for an integer type), which then takes the
+    generic path and its errors.
+    """
+    kind = type(value)
+    if kind is float:
+        if native == _DOUBLE:
+            return value
+        if native == _FLOAT:
+            return convert_scalar(value, _DOUBLE, _FLOAT)
+        if not math.isfinite(value):
+            return None
+        value = int(value)  # truncated toward zero, as np.trunc
+    elif kind is int:
+        if native in (_DOUBLE, _FLOAT):
+            if not _INT64[0] <= value <= _INT64[1]:
+                return None
+            number = float(value)
+            return number if native == _DOUBLE else convert_scalar(number, _DOUBLE, _FLOAT)
+    else:
+        return None
+    low, high = _INT_RANGES[native]
+    return value if low <= value <= high else None
+
+
+def _generic(channel: ChannelData) -> bool:
+    """Whether ``channel`` coerces server values as ChannelData does (no override)."""
+    cls = type(channel)
+    return all(getattr(cls, name) is getattr(ChannelData, name) for name in _COERCION)
+
+
+class ChannelData(ChannelAlarms):
     """The value, alarm, timestamp and metadata behind one PV (abstract).
 
     Keyword arguments of every subclass: ``value`` (a scalar, or a sequence
@@ -135,15 +170,6 @@ class ChannelData:
     upper_warning_severity = Metadata(as_severity, "HSV: what HIGH raises (NO_ALARM: off).")
     lower_warning_severity = Metadata(as_severity, "LSV: what LOW raises (NO_ALARM: off).")
     lower_alarm_severity = Metadata(as_severity, "LLSV: what LOLO raises (NO_ALARM: off).")
-    #: HYST: an alarm from a limit clears once the value is this far back inside.
-    alarm_hysteresis: float = 0.0
-    #: MDEL: DBE_VALUE is posted when the value moved more than this since
-    #: the last one posted (0: any change; negative: every update).
-    monitor_deadband: float = -1.0
-    #: ADEL: the same for DBE_LOG (archivers).
-    archive_deadband: float = -1.0
-    #: DISS: the severity of the DISABLE alarm a disabled channel raises.
-    disable_severity: AlarmSeverity = AlarmSeverity.INVALID
     #: Access security group and level (ASG, ASL) the .acf rules apply to.
     access_group: str = "DEFAULT"
     access_level: int = 0
@@ -185,7 +211,7 @@ class ChannelData:
         # (data_type, data_count, count 0 means current length) -> id -> (mask, subscription)
         self._groups: dict[tuple[int, int, bool], dict[int, tuple[int, Subscription]]] = {}
         self._group_of: dict[int, tuple[int, int, bool]] = {}
-        self._alarm_table: tuple[tuple[AlarmStatus, int, float, AlarmSeverity], ...] | None = None
+        self._alarm_table = None
         self._write_lock: PutLock | None = None
         #: Text encoding of DBR strings, units and enum strings.
         self.encoding = encoding
@@ -208,8 +234,6 @@ class ChannelData:
         self.monitor_deadband = float(monitor_deadband)
         self.archive_deadband = float(archive_deadband)
         self.disable_severity = as_severity(self, disable_severity)
-        self._disabled = False
-        self._last_alarm_level = math.nan  # LALM
         #: True: clients may only read (access rights READ, puts refused).
         self.read_only = bool(read_only)
         #: Called with each client put before it is stored (see the module doc).
@@ -230,15 +254,10 @@ class ChannelData:
             )
         self._value: Any = self._from_native(native, strict=True)
         self._deadbanded = self._scalar and self.native_type in _NUMBERS
-        # MLST and ALST: the values last posted as DBE_VALUE and DBE_LOG
-        self._monitor_last = self._archive_last = self._value
-        if alarm_status is None and alarm_severity is None:
-            status, severity = self._alarm_for(self._value)
-        else:
-            status, severity = alarm_pair(alarm_status, alarm_severity)
-        self._status, self._severity = status, severity
-        self._ackt = 1  # dbCommon's ACKT default: transient alarms need acknowledging
-        self._acks = int(severity)
+        #: How set() stores a Python int or float without numpy: the native
+        #: type of a scalar number whose coercion is exactly the generic one.
+        self._quick_type = self.native_type if self._deadbanded and _generic(self) else None
+        self._init_alarms(self._value, alarm_status, alarm_severity)
         self._stamp = epics_stamp(timestamp)
 
     # ------------------------------------------------------------------ state
@@ -257,60 +276,6 @@ class ChannelData:
     def timestamp(self) -> float:
         """Time of the current value, POSIX seconds."""
         return epics_to_posix(*self._stamp)
-
-    @property
-    def alarm_status(self) -> AlarmStatus:
-        """The alarm condition (STAT)."""
-        return self._status
-
-    @property
-    def alarm_severity(self) -> AlarmSeverity:
-        """The alarm severity (SEVR)."""
-        return self._severity
-
-    @property
-    def ackt(self) -> int:
-        """ACKT: 1 (default) if an alarm needs acknowledging even once it cleared.
-
-        A DBR_PUT_ACKT write sets it. While it is 0, ACKS follows the severity.
-        """
-        return self._ackt
-
-    @property
-    def acks(self) -> int:
-        """ACKS: highest unacknowledged alarm severity (DBR_PUT_ACKS acknowledges)."""
-        return self._acks
-
-    @property
-    def disabled(self) -> bool:
-        """DISA = DISV: the channel does not process (dbProcess's disabled record).
-
-        While disabled, a client put stores its value (as dbPut writes the
-        field) but neither runs ``put_hook`` nor posts it, server-side
-        :meth:`set` and :meth:`set_alarm` are ignored, and each of these
-        attempts raises the DISABLE alarm with ``disable_severity`` (posting
-        DBE_VALUE|DBE_ALARM the first time). Enabling changes nothing by
-        itself: the next update computes the alarm afresh.
-        """
-        return self._disabled
-
-    @disabled.setter
-    def disabled(self, disabled: bool) -> None:
-        self._disabled = bool(disabled)
-
-    def check_disabled(self) -> bool:
-        """If :attr:`disabled`, raise the DISABLE alarm and return True.
-
-        For code that processes the channel (scan loops, PROC): call it
-        first and skip the work when it answers True.
-        """
-        if not self._disabled:
-            return False
-        if self._status != AlarmStatus.DISABLE:
-            self._update_alarm(AlarmStatus.DISABLE, self.disable_severity)
-            self._cache.clear()
-            self.publish(_VALUE | _ALARM)
-        return True
 
     @property
     def subscription_count(self) -> int:
@@ -442,7 +407,7 @@ class ChannelData:
                     metadata["precision"] = as_short(self.precision or 0)
                 for name in LIMIT_NAMES:
                     limit = getattr(self, name)
-                    if name in _SEVERITY_OF and not getattr(self, _SEVERITY_OF[name]):
+                    if name in SEVERITY_OF and not getattr(self, SEVERITY_OF[name]):
                         limit = None  # aiRecord's get_alarm_double: NaN when off
                     metadata[name] = limit_as(limit, target)
         elif data_type == ChannelType.STSACK_STRING:
@@ -538,24 +503,6 @@ class ChannelData:
             return float(convert_scalar(value, _DOUBLE, _FLOAT))
         return value
 
-    def _put_acknowledge(self, data_type: int, payload: bytes | memoryview) -> None:
-        try:
-            level = int(decode_dbr(data_type, 1, payload)[1][0])
-        except DbrError as exc:
-            raise ChannelValueError(ECA.BADCOUNT, str(exc)) from exc
-        if data_type == ChannelType.PUT_ACKT:  # dbAccess.c putAckt
-            if level == self._ackt:
-                return
-            self._ackt = level
-            if not level and self._acks > self._severity:
-                self._acks = int(self._severity)
-        elif level >= self._acks:  # putAcks: acknowledge up to this severity
-            self._acks = 0
-        else:
-            return
-        self._cache.clear()
-        self.publish(SubscriptionMask.ALARM)
-
     # ------------------------------------------------------------------ server side
 
     async def set(
@@ -589,28 +536,11 @@ class ChannelData:
         timestamp: float | None = None,
     ) -> None:
         """:meth:`set` for code that cannot await (callbacks, other threads' hand-offs)."""
-        self._store(self._coerce(value), status, severity, timestamp)
-
-    async def set_alarm(
-        self,
-        status: AlarmStatus | int,
-        severity: AlarmSeverity | int,
-        *,
-        timestamp: float | None = None,
-    ) -> None:
-        """Change only the alarm (and the timestamp, if given); posts DBE_ALARM.
-
-        Ignored while :attr:`disabled` (which raises the DISABLE alarm).
-        """
-        if self.check_disabled():
-            return
-        pair = alarm_pair(status, severity)
-        stamp = None if timestamp is None else epics_stamp(timestamp)
-        if stamp is not None:
-            self._stamp = stamp
-        if self._update_alarm(*pair) or stamp is not None:
-            self._cache.clear()
-            self.publish(SubscriptionMask.ALARM)
+        quick = self._quick_type
+        stored = None if quick is None else _quick_number(value, quick)
+        if stored is None:
+            stored = self._coerce(value)
+        self._store(stored, status, severity, timestamp)
 
     def _store(
         self,
@@ -626,7 +556,7 @@ class ChannelData:
             pair = self._alarm_for(value)
         else:
             pair = alarm_pair(status, severity)
-        self._stamp = epics_stamp(timestamp)
+        self._stamp = epics_now() if timestamp is None else epics_stamp(timestamp)
         self._value = value
         changed = self._update_alarm(*pair)
         if not self._deadbanded:
@@ -636,54 +566,6 @@ class ChannelData:
         self._cache.clear()
         if mask:
             self.publish(mask)
-
-    def _deadband_mask(self, value: Any) -> int:
-        """DBE_VALUE and DBE_LOG as aiRecord's monitor() posts them (MDEL, ADEL)."""
-        if self.monitor_deadband < 0 and self.archive_deadband < 0:
-            self._monitor_last = self._archive_last = value
-            return _UPDATE
-        mask = 0
-        if deadband_exceeded(self._monitor_last, value, self.monitor_deadband):
-            self._monitor_last = value
-            mask = _VALUE
-        if deadband_exceeded(self._archive_last, value, self.archive_deadband):
-            self._archive_last = value
-            mask |= _LOG
-        return mask
-
-    def _update_alarm(self, status: AlarmStatus, severity: AlarmSeverity) -> bool:
-        if status == self._status and severity == self._severity:
-            return False
-        self._status, self._severity = status, severity
-        if not self._ackt or severity >= self._acks:  # recGblResetAlarms
-            self._acks = int(severity)
-        return True
-
-    def _alarm_for(self, value: Any) -> tuple[AlarmStatus, AlarmSeverity]:
-        """The alarm a record would raise for ``value`` (limits of scalar numbers).
-
-        Moves LALM on, so hysteresis applies from one update to the next.
-        """
-        if not self._deadbanded:
-            return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
-        table = self._alarm_table
-        if table is None:
-            table = self._alarm_table = self._active_limits()
-        status, severity, self._last_alarm_level = limit_alarm(
-            float(value), table, self.alarm_hysteresis, self._last_alarm_level
-        )
-        return status, severity
-
-    def _active_limits(self) -> tuple[tuple[AlarmStatus, int, float, AlarmSeverity], ...]:
-        """The alarm limits that are set and raise a severity, in checkAlarms order."""
-        table = []
-        for (status, direction), (limit_name, severity_name) in zip(
-            ALARM_RANGES, _ALARM_LIMITS, strict=True
-        ):
-            limit, severity = getattr(self, limit_name), getattr(self, severity_name)
-            if limit is not None and limit == limit and severity:
-                table.append((status, direction, limit, severity))
-        return tuple(table)
 
     def _metadata_changed(self) -> None:
         self._alarm_table = None
@@ -766,6 +648,8 @@ class ChannelData:
         Subscribers asking for the same (DBR type, count, count-0 meaning)
         share one encoded payload.
         """
+        if not self._groups:
+            return  # nobody subscribed (a polled PV's usual case): nothing to encode
         mask = int(mask)
         for key, group in list(self._groups.items()):
             targets = [s for wanted, s in group.values() if wanted & mask]

@@ -146,6 +146,11 @@ class RegisterMap:
 
     def read_registers(self, length: int) -> bytes:
         """*length* bytes from the pointer on, running read hooks, moving the pointer."""
+        start, size = self.pointer, len(self.registers)
+        if not self._read_hooks and self.auto_increment and start + length <= size:
+            # Nothing to run per byte: one slice (the common read of a plain map).
+            self.pointer = (start + length) % size
+            return bytes(self.registers[start : start + length])
         out = bytearray()
         for _ in range(length):
             register = self.pointer

@@ -320,18 +320,18 @@ class SimulatedI2CBus:
 
     def i2c_rdwr(self, *i2c_msgs: i2c_msg) -> None:
         """Carry out *i2c_msgs* as one transfer; read messages are filled in place."""
-        messages: list[Any] = list(i2c_msgs)
+        messages: tuple[Any, ...] = i2c_msgs
         if not messages:
             return
-        addresses = {message.addr for message in messages}
-        if len(addresses) != 1:
+        address = messages[0].addr
+        if len(messages) > 1 and any(message.addr != address for message in messages):
             # Legal on a real bus, but no device here needs it; say so plainly.
             raise NotImplementedError("simulated i2c_rdwr addresses one device per transfer")
         steps: list[tuple[str, Any]] = [
             ("r", message.len) if message.flags & _I2C_M_RD else ("w", bytes(message))
             for message in messages
         ]
-        results = iter(self._access(addresses.pop(), steps))
+        results = iter(self._access(address, steps))
         for message in messages:
             if message.flags & _I2C_M_RD:
                 data = next(results)
@@ -359,7 +359,10 @@ class SimulatedI2CBus:
         device = self.devices.get(address)
         if device is None or not device.plugged:
             raise _oserror(errno.EREMOTEIO)
-        fault, detail = device.faults._take()
+        faults = device.faults
+        # Unlocked look first: most accesses have no fault to take.
+        taken: tuple[str, Any] = faults._take() if faults.pending else ("ok", None)
+        fault, detail = taken
         if fault == "nack":
             raise _oserror(errno.EREMOTEIO)
         if fault == "hang":
@@ -368,7 +371,8 @@ class SimulatedI2CBus:
             self.clock.wait(release, seconds)
             raise _oserror(errno.ETIMEDOUT)
         with self._lock, device._lock:
-            device.update()
+            if getattr(device, "_scheduled", True) or type(device).update is not RegisterMap.update:
+                device.update()  # timed actions to run (or a device's own update)
             results = [self._step(device, kind, argument) for kind, argument in steps]
         reads = [data for data in results if data is not None]
         if fault == "garble":
