@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         UnsupportedOperation,
     )
     from ._port_status import PortStatus
+    from ._serial_lines import LineBinding, LineQueue, SerialLine, line_reading
     from ._worker import BusWorker, PortSnapshot, PortStats
     from .gpio import (
         BACKENDS,
@@ -66,8 +67,10 @@ if TYPE_CHECKING:
         parse_pin,
     )
     from .i2c import I2CBus, I2CDevice, SMBusLike
+    from .iio import IIOBus
     from .serial import SerialPort
     from .spi import SPIBus, SPIDevice, SpiDevLike
+    from .w1 import W1Bus
 
 __all__ = [
     "BACKENDS",
@@ -88,6 +91,9 @@ __all__ = [
     "HardwareError",
     "I2CBus",
     "I2CDevice",
+    "IIOBus",
+    "LineBinding",
+    "LineQueue",
     "NoAcknowledge",
     "PartialReply",
     "Pin",
@@ -100,13 +106,16 @@ __all__ = [
     "SMBusLike",
     "SPIBus",
     "SPIDevice",
+    "SerialLine",
     "SerialPort",
     "SpiDevLike",
     "TimerHandle",
     "UnsupportedOperation",
     "VirtualClock",
     "VirtualClockStalled",
+    "W1Bus",
     "detect_backend",
+    "line_reading",
     "load_backend",
     "parse_pin",
     "reading",
@@ -154,7 +163,10 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "parse_pin",
     ),
     ".i2c": ("I2CBus", "I2CDevice", "SMBusLike"),
+    "._serial_lines": ("LineBinding", "LineQueue", "SerialLine", "line_reading"),
+    ".iio": ("IIOBus",),
     ".serial": ("SerialPort",),
+    ".w1": ("W1Bus",),
     ".spi": ("SPIBus", "SPIDevice", "SpiDevLike"),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}

@@ -8,15 +8,21 @@ replies, timing on a :class:`~caioc.hw.VirtualClock`) and injectable
 faults.
 """
 
-from ._faults import BusFaults
-from ._registers import RegisterMap
-from ._sysfs import SimulatedSysfsBus, SimulatedSysfsDevice
-from .gpio import SimulatedGPIO, SimulatedPart, SimulatedPin
-from .i2c import I2CFaults, SimulatedI2CBus, SimulatedI2CDevice
-from .iio import SimulatedIIOBus, SimulatedIIODevice
-from .serial import SerialFaults, SimulatedInstrument, SimulatedStream
-from .spi import SimulatedSPIBus, SimulatedSpiDev, SimulatedSPIDevice
-from .w1 import SimulatedW1Bus, SimulatedW1Slave
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._faults import BusFaults
+    from ._registers import RegisterMap
+    from ._sysfs import SimulatedSysfsBus, SimulatedSysfsDevice
+    from .gpio import SimulatedGPIO, SimulatedPart, SimulatedPin
+    from .i2c import I2CFaults, SimulatedI2CBus, SimulatedI2CDevice
+    from .iio import SimulatedIIOBus, SimulatedIIODevice
+    from .serial import SerialFaults, SimulatedInstrument, SimulatedStream
+    from .spi import SimulatedSPIBus, SimulatedSpiDev, SimulatedSPIDevice
+    from .w1 import SimulatedW1Bus, SimulatedW1Slave
 
 __all__ = [
     "BusFaults",
@@ -40,3 +46,56 @@ __all__ = [
     "SimulatedW1Bus",
     "SimulatedW1Slave",
 ]
+
+# Each simulator is imported when first used: an IOC on one simulated I2C
+# bus does not load the SPI, serial, GPIO and sysfs simulators (start-up).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "._faults": ("BusFaults",),
+    "._registers": ("RegisterMap",),
+    "._sysfs": (
+        "SimulatedSysfsBus",
+        "SimulatedSysfsDevice",
+    ),
+    ".gpio": (
+        "SimulatedGPIO",
+        "SimulatedPart",
+        "SimulatedPin",
+    ),
+    ".i2c": (
+        "I2CFaults",
+        "SimulatedI2CBus",
+        "SimulatedI2CDevice",
+    ),
+    ".iio": (
+        "SimulatedIIOBus",
+        "SimulatedIIODevice",
+    ),
+    ".serial": (
+        "SerialFaults",
+        "SimulatedInstrument",
+        "SimulatedStream",
+    ),
+    ".spi": (
+        "SimulatedSPIBus",
+        "SimulatedSpiDev",
+        "SimulatedSPIDevice",
+    ),
+    ".w1": (
+        "SimulatedW1Bus",
+        "SimulatedW1Slave",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
