@@ -323,3 +323,33 @@ def test_line_readings_follow_the_stream(instrument: SimulatedInstrument) -> Non
 def test_a_line_reading_has_no_period() -> None:
     with pytest.raises(ValueError, match="never polled"):
         line_reading(r"T=(.*)", period=1.0)
+
+
+def test_a_stream_nobody_reads_still_unplugs_promptly() -> None:
+    """A full pty must not hold the simulator's thread (it did, at exit)."""
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    instrument = SimulatedInstrument(read_terminator="\n", write_terminator="\r\n")
+    instrument.start()
+    writer = threading.Thread(target=instrument.send, args=("x" * 100_000,), daemon=True)
+    try:
+        writer.start()  # far more than a pty holds: the write must wait for room
+        probe = os.open(instrument.path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            deadline = time.monotonic() + BOUND
+            waiting = 0
+            while waiting < 1000 and time.monotonic() < deadline:
+                size = fcntl.ioctl(probe, termios.FIONREAD, b"\0\0\0\0")
+                waiting = struct.unpack("i", size)[0]
+                time.sleep(0.01)
+            assert waiting >= 1000, "the write never filled the pty"
+        finally:
+            os.close(probe)
+        assert writer.is_alive()  # stuck for room, as a line nobody reads
+    finally:
+        instrument.stop()  # raises if the simulator's thread did not stop
+    writer.join(BOUND)
+    assert not writer.is_alive() and not instrument.plugged

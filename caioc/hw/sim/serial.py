@@ -288,6 +288,10 @@ class SimulatedInstrument:
         if self.plugged:
             return
         self._master, self._slave = os.openpty()
+        # Writes must never block the simulator for ever: with nobody reading
+        # the port (an IOC stopped mid-stream) the pty fills up, and a
+        # blocked write would keep unplug() from stopping the thread.
+        os.set_blocking(self._master, False)
         # Raw mode: no echo, no newline translation, before anyone opens it.
         # The simulator keeps the slave open too: reading a master whose
         # slaves are all closed fails with EIO.
@@ -399,6 +403,8 @@ class SimulatedInstrument:
                     continue
                 try:
                     data = os.read(self._master, 4096)
+                except BlockingIOError:
+                    continue  # readable a moment ago, drained since: nothing lost
                 except OSError:
                     break  # the pty is gone
                 buffer += data
@@ -450,7 +456,17 @@ class SimulatedInstrument:
         with self._write_lock:
             view = memoryview(data)
             while view:
-                written = os.write(self._master, view)
+                try:
+                    written = os.write(self._master, view)
+                except BlockingIOError:
+                    # Nobody reads the port: wait for room, as a UART
+                    # would hold its line, but give up when unplugged.
+                    if self._stopping.is_set():
+                        return
+                    select.select([], [self._master], [], 0.05)
+                    continue
+                except OSError:
+                    return  # the pty is gone: the bytes go nowhere, as on a cut cable
                 view = view[written:]
         with self._changed:
             self.sent.append(data)
