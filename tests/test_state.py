@@ -1206,3 +1206,127 @@ def test_broadcaster_table_receive(role, state):
 def test_broadcaster_refuses_illegal_datagrams(role, datagram):
     with pytest.raises(RemoteProtocolError):
         Broadcaster(role).recv(datagram)
+
+
+# --- the channel-connect fast path agrees with the tables -------------------------------
+
+
+class _TablesOnly(VirtualCircuit):
+    """A circuit that always takes the general path (no connect fast path)."""
+
+    def _connecting(self, command, cls, sender) -> bool:
+        return False
+
+
+def _replay(circuit_class, our_role, script):
+    """Outcome of each step and the channels afterwards, comparable across classes."""
+    circuit = circuit_class(our_role)
+    if our_role is Role.CLIENT:
+        for cid in (1, 2):
+            circuit.create_channel(f"C{cid}", cid)
+    outcomes = []
+    for direction, command in script:
+        try:
+            if direction == "out":
+                outcomes.append(circuit.send(command))
+            else:
+                circuit.receive_data(bytes(command))
+                outcomes.append(drain(circuit))
+        except (LocalProtocolError, RemoteProtocolError) as error:
+            outcomes.append((type(error), str(error), error.command))
+    channels = [
+        (
+            type(c),
+            c.name,
+            c.cid,
+            c.sid,
+            c.native_data_type,
+            type(c.native_data_type),
+            c.native_data_count,
+            c.access_rights,
+            type(c.access_rights),
+            c.state,
+        )
+        for c in circuit.channels.values()
+    ]
+    by_sid = {sid: c.cid for sid, c in circuit.channels_by_sid.items()}
+    return outcomes, channels, by_sid, dict(circuit.states)
+
+
+_SERVER_SCRIPTS = {
+    "connect": [
+        ("in", VersionRequest(0, 13)),
+        ("out", VersionResponse(0, 13)),
+        ("in", CreateChanRequest("A", 1)),
+        ("in", CreateChanRequest("B", 2, 11)),
+        ("out", AccessRightsResponse(1, AccessRights.READ)),
+        ("out", CreateChanResponse(ChannelType.DOUBLE, 3, 1, 50)),
+        ("out", AccessRightsResponse(2, 3)),
+        ("out", CreateChanResponse(6, 1, 2, 51)),
+        ("out", AccessRightsResponse(1, 0)),  # a change once connected
+    ],
+    "errors": [
+        ("in", CreateChanRequest("A", 1)),  # before VERSION
+        ("in", VersionRequest(0, 13)),
+        ("out", AccessRightsResponse(1, 3)),  # before our VERSION
+        ("out", VersionResponse(0, 13)),
+        ("in", CreateChanRequest("A", 1)),
+        ("in", CreateChanRequest("A again", 1)),  # a second cid 1
+        ("out", AccessRightsResponse(9, 3)),  # unknown cid
+        ("out", CreateChanResponse(1, 1, 9, 60)),  # unknown cid
+        ("out", CreateChanResponse(0, 1, 1, 61)),
+        ("out", CreateChanResponse(0, 1, 1, 62)),  # a second reply
+        ("in", ClearChannelRequest(61, 1)),
+        ("out", AccessRightsResponse(1, 1)),  # in MUST_CLOSE
+        ("out", ClearChannelResponse(61, 1)),
+        ("out", AccessRightsResponse(1, 1)),  # closed
+    ],
+}
+_CLIENT_SCRIPTS = {
+    "connect": [
+        ("out", VersionRequest(0, 13)),
+        ("in", VersionResponse(0, 13)),
+        ("out", CreateChanRequest("A", 1)),
+        ("in", AccessRightsResponse(1, 3)),
+        ("in", CreateChanResponse(ChannelType.LONG, 1, 1, 70)),
+        ("in", AccessRightsResponse(9, 3)),  # unknown cid
+        ("in", CreateChanResponse(2, 1, 1, 71)),  # a second reply
+    ],
+}
+
+
+class _Counting(VirtualCircuit):
+    """Counts the commands the connect fast path handled."""
+
+    taken = 0
+
+    def _connecting(self, command, cls, sender) -> bool:
+        done = super()._connecting(command, cls, sender)
+        type(self).taken += done
+        return done
+
+
+@pytest.mark.parametrize(
+    ("our_role", "script"),
+    [(Role.SERVER, s) for s in _SERVER_SCRIPTS.values()]
+    + [(Role.CLIENT, s) for s in _CLIENT_SCRIPTS.values()],
+)
+def test_connect_fast_path_matches_the_tables(our_role, script):
+    _Counting.taken = 0
+    assert _replay(_Counting, our_role, script) == _replay(_TablesOnly, our_role, script)
+    assert _Counting.taken >= 2  # the fast path did run
+
+
+def test_connect_fast_path_leaves_non_native_types_to_the_tables():
+    # A CREATE_CHAN reply with a non-native type (a buggy server) is judged
+    # by the general path on both classes alike.
+    reply = CreateChanResponse.from_wire(0, 14, 1, 1, 80, b"")
+    script = [
+        ("out", VersionRequest(0, 13)),
+        ("in", VersionResponse(0, 13)),
+        ("out", CreateChanRequest("A", 1)),
+        ("in", reply),
+    ]
+    client = _replay(VirtualCircuit, Role.CLIENT, script)
+    assert client == _replay(_TablesOnly, Role.CLIENT, script)
+    assert client[1][0][4] == ChannelType.TIME_STRING  # as the tables record it

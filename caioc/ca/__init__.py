@@ -13,6 +13,7 @@ from ._dbr import *  # noqa: F403
 from ._dbr import __all__ as _dbr_names
 from ._errors import CaiocError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._framing import NEED_DATA, StreamParser, max_payload_for, parse_datagram
+from ._search import read_searches, search_datagram, search_response_datagram
 from ._state import BroadcasterState, ChannelState, CircuitState
 
 __all__ = [
@@ -35,4 +36,7 @@ __all__ = [
     "error_for",
     "max_payload_for",
     "parse_datagram",
+    "read_searches",
+    "search_datagram",
+    "search_response_datagram",
 ]

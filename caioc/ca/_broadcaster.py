@@ -27,6 +27,7 @@ from ._constants import (
 )
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._framing import parse_datagram
+from ._search import read_searches
 from ._state import BROADCASTER_TRANSITIONS, INITIAL_BROADCASTER_STATE, BroadcasterState
 from ._wire import HEADER
 
@@ -86,11 +87,42 @@ class Broadcaster:
         else:
             sender = Role.SERVER if self.our_role is Role.CLIENT else Role.CLIENT
         commands = parse_datagram(data, sender, self.max_payload)
+        # _apply's checks with the table looked up once per state, not per
+        # command: a search datagram holds dozens.
+        tables = BROADCASTER_TRANSITIONS[self.our_role]
+        table = tables[self.state]
         for command in commands:
-            self._apply(command, sent=False)
-            if type(command) is SearchResponse:
+            kind = type(command)
+            target = table.get(kind)
+            if target is None:
+                self._apply(command, sent=False)  # raises, saying why
+            elif target is not self.state:
+                self.state = target  # type: ignore[assignment]
+                table = tables[target]
+            if kind is SearchResponse:
                 self.unanswered_searches.pop(command[5], None)
         return commands
+
+    def recv_searches(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[tuple[str, int, int, int]], list[Command]]:
+        """A server's :meth:`recv` in the batch form of :func:`read_searches`.
+
+        The same checks as :meth:`recv` (and the same errors); the searches
+        come as ``(name, cid, reply, version)``, the other commands (a
+        datagram's VERSION) as objects.
+        """
+        if self.our_role is not Role.SERVER:
+            raise LocalProtocolError("only a server receives search datagrams in batch form")
+        searches, others = read_searches(data, self.max_payload)
+        for command in others:
+            self._apply(command, sent=False)
+        if searches and SearchRequest not in BROADCASTER_TRANSITIONS[self.our_role][self.state]:
+            name, cid, reply, version = searches[0]
+            payload = name.encode("utf-8", "surrogateescape")
+            first = SearchRequest.from_wire(len(payload), reply, version, cid, cid, payload)
+            self._apply(first, sent=False)  # raises, saying why
+        return searches, others
 
     # -- client helpers -------------------------------------------------------
 

@@ -71,6 +71,12 @@ _BY_SID = (
 )
 _BY_CID = (AccessRightsResponse, CreateChFailResponse, ServerDisconnResponse, CreateChanResponse)
 _NEEDS_REPLY = (ReadNotifyRequest, ReadRequest, WriteNotifyRequest)
+#: Native DBR types by wire value: a tuple index instead of an enum call.
+_NATIVE_TYPES = tuple(ChannelType(value) for value in range(ChannelType.DOUBLE + 1))
+#: ACCESS_RIGHTS' two bits as AccessRights, by value.
+_RIGHTS = tuple(AccessRights(value) for value in range(4))
+_CONNECTED = CircuitState.CONNECTED
+_AWAIT_CREATE = ChannelState.AWAIT_CREATE_CHAN_RESPONSE
 
 
 def _error(sender: Role, our_role: Role, text: str, command: Command) -> ProtocolError:
@@ -323,6 +329,13 @@ class VirtualCircuit:
 
     def _process(self, command: Command, sender: Role) -> Command:
         cls = type(command)
+        if (
+            cls is CreateChanRequest or cls is AccessRightsResponse or cls is CreateChanResponse
+        ) and (self.states[sender] is _CONNECTED and self._connecting(command, cls, sender)):
+            # Connecting a channel, three commands per channel and thousands
+            # at once: the same checks and changes as the tables below when
+            # they pass, without the general dispatch (which reports errors).
+            return command
         state = self.states[sender]
         next_state = CIRCUIT_TRANSITIONS[sender][state].get(cls)
         if next_state is None:
@@ -369,6 +382,45 @@ class VirtualCircuit:
         elif command[0] == CommandId.EVENTS_ON:
             self.events_on = True
         return command
+
+    def _connecting(self, command: Command, cls: type, sender: Role) -> bool:
+        """A CREATE_CHAN request, ACCESS_RIGHTS or CREATE_CHAN reply on a
+        connected circuit, in the common case only; False leaves it to the
+        general path, which then raises the right error or does the rest.
+
+        The outcome is exactly what ``CIRCUIT_TRANSITIONS`` (each is legal
+        from its sender on a connected circuit, which stays connected) and
+        ``CHANNEL_TRANSITIONS`` give; tests/test_state.py checks both paths
+        against each other.
+        """
+        if cls is CreateChanRequest:
+            if sender is not Role.CLIENT or self.our_role is not Role.SERVER:
+                return False
+            cid = command[4]
+            if cid in self.channels:
+                return False  # a second channel with this cid: an error
+            created = ServerChannel(self, command.name, cid)  # type: ignore[attr-defined]
+            created.client_version = command[5]
+            created.state = _AWAIT_CREATE
+            self.channels[cid] = created
+            return True
+        if sender is not Role.SERVER:
+            return False
+        channel = self.channels.get(command[4])
+        if channel is None or channel.state is not _AWAIT_CREATE:
+            return False  # unknown cid, or a channel in another state
+        if cls is AccessRightsResponse:
+            channel.access_rights = _RIGHTS[command[5] & 3]
+            return True
+        data_type = command[2]
+        if not 0 <= data_type < len(_NATIVE_TYPES):
+            return False  # the general path's ChannelType() judges it
+        channel.sid = command[5]
+        channel.native_data_type = _NATIVE_TYPES[data_type]
+        channel.native_data_count = command[3]
+        self.channels_by_sid[command[5]] = channel
+        channel.state = ChannelState.CONNECTED
+        return True
 
     def _unknown(self, what: str, command: Command, sender: Role) -> ProtocolError:
         return _error(

@@ -42,6 +42,7 @@ from ._wire import (
     Command,
     _check_data_type,
     _check_uint,
+    _dotted_to_int,
     decode_string,
     encode_string,
     ipv4_from_int,
@@ -95,6 +96,8 @@ _pack_header = HEADER.pack
 _SEARCH_PAYLOADS = {
     CA_MINOR_PROTOCOL_REVISION: _SEARCH_RESPONSE_PAYLOAD.pack(CA_MINOR_PROTOCOL_REVISION)
 }
+#: A whole SEARCH response: the header, then the version and its padding.
+_pack_search_response = struct.Struct(">HHHHIIH6x").pack
 
 
 # --- commands without payload or with a plain header -----------------------
@@ -126,17 +129,32 @@ class VersionRequest(Command):
         cls, priority: int = 0, version: int = CA_MINOR_PROTOCOL_REVISION, sequence_id: int = 0
     ) -> Any:
         # Over TCP this is a priority 0-99; over UDP libca puts a flag here.
-        if not (
+        if (
             type(priority) is int
             and type(version) is int
             and type(sequence_id) is int
             and 0 <= priority <= 0xFFFF
-            and 0 <= version <= 0xFFFF
+            and 0 <= version < 0xFFFF
             and 0 <= sequence_id <= _UINT32
         ):
-            priority = _check_uint(priority, 16, "priority", "VERSION")
-            version = _check_uint(version, 16, "version", "VERSION")
-            sequence_id = _check_uint(sequence_id, 32, "sequence_id", "VERSION")
+            # What _build does, without its call: one of these starts every
+            # search datagram and every answer to one.
+            return _new(
+                cls,
+                (
+                    0,
+                    0,
+                    priority,
+                    version,
+                    sequence_id,
+                    0,
+                    b"",
+                    _pack_header(0, 0, priority, version, sequence_id, 0),
+                ),
+            )
+        priority = _check_uint(priority, 16, "priority", "VERSION")
+        version = _check_uint(version, 16, "version", "VERSION")
+        sequence_id = _check_uint(sequence_id, 32, "sequence_id", "VERSION")
         return cls._build(priority, version, sequence_id)
 
 
@@ -213,13 +231,17 @@ class SearchRequest(Command):
             and 0 <= cid <= _UINT32
             and 0 <= version <= 0xFFFF
             and (reply == 5 or reply == 10)
+            and "\0" not in name  # on the str: bytes' `in` costs a caught TypeError
         ):
             # The search storm path: a client may send thousands at once.
+            # Built in place: no _build call, no header tuple to unpack.
             raw = name.encode("utf-8", "surrogateescape")
-            if raw and len(raw) < 1000 and b"\0" not in raw:
+            if raw and len(raw) < 1000:
                 payload = raw + _NUL_PAD[len(raw) & 7]
-                header = (6, len(payload), int(reply), version, cid, cid)
-                return _new(cls, (*header, payload, _pack_header(*header) + payload))
+                size = len(payload)
+                reply = 5 if reply == 5 else 10  # a plain int, not a SearchReply
+                wire = _pack_header(6, size, reply, version, cid, cid) + payload
+                return _new(cls, (6, size, reply, version, cid, cid, payload, wire))
         if reply != 5 and reply != 10:  # SearchReply.DONT_REPLY, DO_REPLY
             raise LocalProtocolError(f"SEARCH: reply flag must be 5 or 10, not {reply}")
         if not (type(cid) is int and type(version) is int and 0 <= cid <= _UINT32):
@@ -233,7 +255,8 @@ class SearchRequest(Command):
     @property
     def name(self) -> str:
         """The PV name searched for."""
-        return decode_string(self[6])
+        # decode_string inlined: a server reads one per search it receives.
+        return str(self[6], "utf-8", "surrogateescape").partition("\0")[0]
 
 
 class SearchResponse(Command):
@@ -253,17 +276,30 @@ class SearchResponse(Command):
         cid: int,
         version: int = CA_MINOR_PROTOCOL_REVISION,
     ) -> Any:
-        if not (
-            type(port) is int
+        payload = _SEARCH_PAYLOADS.get(version)
+        if (
+            payload is not None
+            and type(version) is int
+            and type(port) is int
             and type(cid) is int
             and 0 <= port <= 0xFFFF
             and 0 <= cid <= _UINT32
-            and version in _SEARCH_PAYLOADS
         ):
-            _check_uint(port, 16, "port", "SEARCH response")
-            _check_uint(cid, 32, "cid", "SEARCH response")
-            _check_uint(version, 16, "version", "SEARCH response")
-        payload = _SEARCH_PAYLOADS.get(version) or _SEARCH_RESPONSE_PAYLOAD.pack(version)
+            # A server answers every search it serves with one of these:
+            # the address without ipv4_to_int's call (ADDRESS_FROM_SENDER or
+            # a cached dotted one) and the whole message in one pack.
+            if type(ip) is str:
+                address = _dotted_to_int(ip)
+            elif type(ip) is int and 0 <= ip <= _UINT32:
+                address = ip
+            else:
+                address = ipv4_to_int(ip)
+            wire = _pack_search_response(6, 8, port, 0, address, cid, version)
+            return _new(cls, (6, 8, port, 0, address, cid, payload, wire))
+        _check_uint(port, 16, "port", "SEARCH response")
+        _check_uint(cid, 32, "cid", "SEARCH response")
+        _check_uint(version, 16, "version", "SEARCH response")
+        payload = _SEARCH_RESPONSE_PAYLOAD.pack(version)
         return cls._build(port, 0, ipv4_to_int(ip), cid, payload)
 
     @property
@@ -415,7 +451,8 @@ class CreateChanRequest(Command):
     @property
     def name(self) -> str:
         """The PV name."""
-        return decode_string(self[6])
+        # decode_string inlined: a server reads one per channel it connects.
+        return str(self[6], "utf-8", "surrogateescape").partition("\0")[0]
 
 
 class CreateChanResponse(Command):
@@ -431,6 +468,20 @@ class CreateChanResponse(Command):
     sid = property(itemgetter(5), doc="Server's channel id.")
 
     def __new__(cls, data_type: int, data_count: int, cid: int, sid: int) -> Any:
+        if (
+            (type(data_type) is ChannelType or type(data_type) is int)
+            and type(data_count) is int
+            and type(cid) is int
+            and type(sid) is int
+            and 0 <= data_type <= 6  # a native type
+            and 0 <= data_count < 0xFFFF
+            and 0 <= cid <= _UINT32
+            and 0 <= sid <= _UINT32
+        ):
+            # A server sends one per channel it connects: built in place.
+            data_type = int(data_type)
+            wire = _pack_header(18, 0, data_type, data_count, cid, sid)
+            return _new(cls, (18, 0, data_type, data_count, cid, sid, b"", wire))
         data_type = _check_data_type(data_type, "CREATE_CHAN response")
         if data_type > ChannelType.DOUBLE:
             raise LocalProtocolError(f"CREATE_CHAN: {data_type!r} is not a native type")
@@ -476,6 +527,16 @@ class AccessRightsResponse(Command):
     cid = property(itemgetter(4), doc="Client's channel id.")
 
     def __new__(cls, cid: int, access_rights: int) -> Any:
+        if (
+            (type(access_rights) is AccessRights or type(access_rights) is int)
+            and type(cid) is int
+            and 0 <= cid <= _UINT32
+            and 0 <= access_rights <= 3
+        ):
+            # One per channel a server connects (rights are 0-3): built in place.
+            access_rights = int(access_rights)
+            wire = _pack_header(22, 0, 0, 0, cid, access_rights)
+            return _new(cls, (22, 0, 0, 0, cid, access_rights, b"", wire))
         _check_uint(cid, 32, "cid", "ACCESS_RIGHTS")
         _check_uint(int(access_rights), 32, "access_rights", "ACCESS_RIGHTS")
         return cls._build(0, 0, cid, int(access_rights))

@@ -109,7 +109,13 @@ def encode_string(text: str | bytes, what: str) -> bytes:
 
 def decode_string(payload: Payload) -> str:
     """The text of a NUL-terminated (and padded) string payload."""
-    return bytes(payload).partition(b"\0")[0].decode("utf-8", "surrogateescape")
+    # Decoding the whole payload straight from the view and cutting at the
+    # first NUL costs one object less than copying it to bytes, cutting and
+    # decoding (a name read per search). It gives the same text: no UTF-8
+    # sequence contains a zero byte, so the NUL decodes to "\0" wherever it
+    # is, and surrogateescape maps each byte of a sequence the NUL cuts
+    # short to the same escape either way (tests/test_commands.py checks).
+    return str(payload, "utf-8", "surrogateescape").partition("\0")[0]
 
 
 def _plain_int(value: Any) -> Any:
@@ -240,9 +246,10 @@ class Command(tuple):  # type: ignore[type-arg,unused-ignore]
         return self.header, self[6]
 
     def __bytes__(self) -> bytes:
-        command, size, data_type, data_count, p1, p2, payload, wire = self
+        wire = self[7]
         if wire is not None:
             return wire  # encoded in one go when it was built
+        command, size, data_type, data_count, p1, p2, payload, _ = self
         if size >= EXTENDED_THRESHOLD or data_count >= EXTENDED_THRESHOLD:
             header = EXTENDED_HEADER.pack(command, 0xFFFF, data_type, 0, p1, p2, size, data_count)
         else:

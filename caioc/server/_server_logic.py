@@ -187,7 +187,7 @@ class ServerLogic:
     def search_reply(self, request: SearchRequest) -> Command | None:
         """What to answer a search with (None: stay silent)."""
         if self.lookup(request.name) is not None:
-            return SearchResponse(self.tcp_port, ADDRESS_FROM_SENDER, request.cid)
+            return SearchResponse(self.tcp_port, ADDRESS_FROM_SENDER, request[4])
         if request.reply == SearchReply.DO_REPLY:
             return NotFoundResponse(request.cid, reply=SearchReply.DO_REPLY)
         return None
@@ -196,22 +196,59 @@ class ServerLogic:
         """The reply to a UDP datagram (searches), or None to stay silent."""
         if address[0] in self.config.ignore_addresses:
             return None
+        if type(self).search_reply is ServerLogic.search_reply:
+            try:
+                searches, others = self._broadcaster.recv_searches(data)
+            except _ProtocolError as error:
+                log.debug("ignoring datagram from %s: %s", address, error)
+                return None
+            if not others or (
+                len(others) == 1 and type(others[0]) is VersionRequest and data[:2] == b"\0\0"
+            ):
+                return self._reply_to_searches(searches, others)
         try:
             commands = self._broadcaster.recv(data)
         except _ProtocolError as error:
             log.debug("ignoring datagram from %s: %s", address, error)
             return None
-        replies: list[Command] = []
+        replies: list[bytes] = []
+        answered = False  # only VERSIONs to send: stay silent
+        search_reply = self.search_reply
         for command in commands:
-            if type(command) is VersionRequest:
-                replies.append(VersionResponse(command.priority, 13, command.sequence_id))
-            elif type(command) is SearchRequest:
-                reply = self.search_reply(command)
+            kind = type(command)
+            if kind is SearchRequest:
+                reply = search_reply(command)  # type: ignore[arg-type]
                 if reply is not None:
-                    replies.append(reply)
-        if any(type(reply) is not VersionResponse for reply in replies):
-            return b"".join(bytes(reply) for reply in replies)
-        return None
+                    replies.append(bytes(reply))
+                    answered = True
+            elif kind is VersionRequest:
+                # data_type (priority) 1 says sequence_id is valid (CA_V411).
+                replies.append(bytes(VersionResponse(command[2], 13, command[4])))
+        return b"".join(replies) if answered else None
+
+    def _reply_to_searches(
+        self, searches: list[tuple[str, int, int, int]], others: list[Command]
+    ) -> bytes | None:
+        """answer_datagram for the usual datagram (at most one VERSION, first,
+        then searches, from read_searches): the replies search_reply gives."""
+        lookup = self.lookup
+        # A plain PV name is one dict look-up (what lookup() tries first),
+        # unless a subclass decides names its own way.
+        plain = self.pvdb.get if type(self).lookup is ServerLogic.lookup else None
+        port = self.tcp_port
+        parts: list[bytes] = []
+        if others:
+            version = others[0]
+            parts.append(bytes(VersionResponse(version[2], 13, version[4])))
+        answered = False  # only a VERSION to send: stay silent
+        for name, cid, reply, _ in searches:
+            if (plain is not None and plain(name) is not None) or lookup(name) is not None:
+                parts.append(bytes(SearchResponse(port, ADDRESS_FROM_SENDER, cid)))
+                answered = True
+            elif reply == SearchReply.DO_REPLY:
+                parts.append(bytes(NotFoundResponse(cid, reply=SearchReply.DO_REPLY)))
+                answered = True
+        return b"".join(parts) if answered else None
 
     # -- sockets ----------------------------------------------------------------------
 
