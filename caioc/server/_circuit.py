@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -208,6 +209,8 @@ class CircuitLogic:
         self.flush_scheduled = False
         self.can_write = True
         self.reading = True
+        #: time.monotonic() of the last complete message (for idle_timeout).
+        self.last_heard = time.monotonic()
 
     # -- what a back-end supplies ---------------------------------------------------
 
@@ -241,8 +244,17 @@ class CircuitLogic:
     # -- events from the back-end ---------------------------------------------------
 
     def connection_made(self, peer: tuple[str, int] | None) -> None:
-        """The circuit opened: register it and say our version."""
+        """The circuit opened: register it and say our version.
+
+        Over ``config.max_circuits`` the connection is closed at once,
+        before any reply: the client retries later, as after a refusal.
+        """
         self.core.address = peer
+        cap = self.server.config.max_circuits
+        if cap and len(self.server.circuits) >= cap:
+            log.warning("refusing a circuit from %s: %d circuits is the cap", peer, cap)
+            self.close()
+            return
         self.server.circuits.add(self)
         # CA 4.11+: the server says its version as soon as the circuit opens.
         self.send(VersionResponse(0))
@@ -251,6 +263,7 @@ class CircuitLogic:
     def data_received(self, data: bytes) -> None:
         """Frame ``data`` into commands for the command task."""
         core = self.core
+        framed = False
         try:
             core.receive_data(data)
             while True:
@@ -265,10 +278,13 @@ class CircuitLogic:
                 if command is NEED_DATA:
                     break
                 self.queue.append(command)  # type: ignore[arg-type]
+                framed = True
         except RemoteProtocolError as error:
             log.warning("closing circuit from %s: %s", core.address, error)
             self.close()
             return
+        if framed:  # a byte-a-second sender never completes one: it stays idle
+            self.last_heard = time.monotonic()
         self.wakeup.set()
         if len(self.queue) > MAX_QUEUED_COMMANDS and self.reading:
             self.pause_reading()  # back-pressure on a flooding client

@@ -59,6 +59,13 @@ class ServerConfig:
     #: Largest payload accepted or sent (EPICS_CA_MAX_ARRAY_BYTES).
     max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES
     repeater_port: int = REPEATER_PORT
+    #: Seconds a circuit may go without sending a complete message before
+    #: it is closed (0: never; CAIOC_CAS_IDLE_TIMEOUT). An idle libca client
+    #: sends ECHO every EPICS_CA_CONN_TMO (30 s), so set more than that.
+    idle_timeout: float = 0.0
+    #: Most circuits served at once (0: no cap; CAIOC_CAS_MAX_CIRCUITS); a
+    #: connection over the cap is closed at once, before any reply.
+    max_circuits: int = 0
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -86,4 +93,6 @@ class ServerConfig:
             ignore_addresses=_split(env.get("EPICS_CAS_IGNORE_ADDR_LIST", "")),
             max_array_bytes=int(_number(env, "EPICS_CA_MAX_ARRAY_BYTES", DEFAULT_MAX_ARRAY_BYTES)),
             repeater_port=repeater,
+            idle_timeout=_number(env, "CAIOC_CAS_IDLE_TIMEOUT", 0.0),
+            max_circuits=int(_number(env, "CAIOC_CAS_MAX_CIRCUITS", 0)),
         )

@@ -143,6 +143,8 @@ class Server(ServerLogic):
             )
             self._udp.append(transport)
         self._tasks.append(loop.create_task(self._beacons()))
+        if self.config.idle_timeout > 0:
+            self._tasks.append(loop.create_task(self.reap_idle_circuits(asyncio.sleep)))
         self.serving()
         if self.access_security is not None and self.access_security.path is not None:
             self._tasks.append(loop.create_task(self.access_security.watch()))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._netif import broadcast_address_of, interfaces
@@ -337,6 +338,31 @@ class ServerLogic:
             self.tcp_port,
             self.config.port or self.tcp_port,
         )
+
+    def close_idle_circuits(self, now: float | None = None) -> int:
+        """Close the circuits silent for more than ``config.idle_timeout`` s.
+
+        Silent means no complete message: a peer that trickles bytes
+        without ever finishing a command is as idle as one that sends
+        nothing. Returns how many were closed.
+        """
+        timeout = self.config.idle_timeout
+        if timeout <= 0:
+            return 0
+        now = time.monotonic() if now is None else now
+        closed = 0
+        for circuit in list(self.circuits):
+            if now - circuit.last_heard > timeout:
+                log.info("closing circuit from %s: idle for %.0f s", circuit.core.address, timeout)
+                circuit.close()
+                closed += 1
+        return closed
+
+    async def reap_idle_circuits(self, sleep: Callable[[float], Awaitable[object]]) -> None:
+        """Run :meth:`close_idle_circuits` a few times per timeout, forever."""
+        while True:
+            await sleep(min(1.0, self.config.idle_timeout / 4))
+            self.close_idle_circuits()
 
     def say_goodbye(self) -> None:
         """Tell every client its channels are gone (SERVER_DISCONN) and close."""

@@ -168,6 +168,8 @@ class Server(ServerLogic):
                     for sock in udp:
                         await services.spawn(self._answer_searches, sock)
                     await services.spawn(self._beacons)
+                    if self.config.idle_timeout > 0:
+                        await services.spawn(self.reap_idle_circuits, curio.sleep)
                     security = self.access_security
                     if security is not None and security.path is not None:
                         await services.spawn(functools.partial(security.watch, sleep=curio.sleep))
