@@ -13,13 +13,42 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caioc.server import Server, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: The discard port: beacons sent here reach nobody (a quiet test server).
+NOWHERE = ("127.0.0.1", 9)
+
+#: Bounded waits for code run in a child process (a pyepics client, a
+#: server script), which cannot import ``waiting``: ``until(condition,
+#: what)`` returns once ``condition()`` holds, ``read_until(read, check,
+#: what)`` returns the first ``read()`` that passes ``check``; both raise
+#: AssertionError naming ``what`` after ``timeout`` seconds. libca runs
+#: monitor callbacks on its own threads, so sleeping between looks is fine.
+SCRIPT_WAITS = """
+import time as _time
+
+def read_until(read, check, what, timeout=10.0):
+    deadline = _time.monotonic() + timeout
+    while True:
+        value = read()
+        if check(value):
+            return value
+        if _time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        _time.sleep(0.005)
+
+def until(condition, what, timeout=10.0):
+    read_until(condition, bool, what, timeout)
+"""
 
 
 def free_port() -> int:
@@ -34,6 +63,56 @@ def free_port() -> int:
                 except OSError:
                     continue
             return int(port)
+
+
+#: The end of a server script that has defined ``pvdb``: serve it with our
+#: server on the environment's port, print "READY <port>", serve until killed.
+SERVE_PVDB = """
+import asyncio as _asyncio
+from caioc.server import Server as _Server, ServerConfig as _ServerConfig
+
+async def _serve_pvdb():
+    server = _Server(pvdb, _ServerConfig.from_environment())
+    await server.start()
+    print("READY", server.tcp_port, flush=True)
+    await _asyncio.Future()
+
+_asyncio.run(_serve_pvdb())
+"""
+
+
+def server_config(
+    port: int = 0, beacons: tuple[str, int] = NOWHERE, **options: Any
+) -> ServerConfig:
+    """A server on 127.0.0.1 only, beaconing to ``beacons`` (by default nobody).
+
+    ``port=0`` lets the system pick a free port; ``options`` are further
+    ServerConfig fields.
+    """
+    from caioc.server import ServerConfig  # only the tests that serve need it
+
+    return ServerConfig(
+        port=port,
+        interfaces=["127.0.0.1"],
+        beacon_addresses=[beacons],
+        auto_beacon_addresses=False,
+        **options,
+    )
+
+
+@asynccontextmanager
+async def serving(
+    pvdb: dict[str, Any], config: ServerConfig | None = None
+) -> AsyncIterator[Server]:
+    """Our server in this process on ``config`` (by default server_config()); stopped after."""
+    from caioc.server import Server
+
+    server = Server(pvdb, config or server_config())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 def ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
@@ -64,7 +143,11 @@ def process_until_ready(
     ready: str = "READY",
     argv: list[str] | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    """Run ``code`` (or ``argv``) until it prints a line starting ``ready``; kill it after."""
+    """Run ``code`` (or ``argv``) until it prints a line starting ``ready``; kill it after.
+
+    A peer that neither gets ready nor exits within ``timeout`` is killed,
+    so a silent, hung peer fails the test instead of hanging the run.
+    """
     process = subprocess.Popen(
         argv or [sys.executable, "-c", textwrap.dedent(code)],
         env=env,
@@ -74,21 +157,27 @@ def process_until_ready(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.kill()  # readline() below then sees the end of the output
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.start()
     try:
-        deadline = time.monotonic() + timeout
         assert process.stdout is not None
         seen: list[str] = []
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError("peer exited before READY:\n" + "".join(seen))
+        while (line := process.stdout.readline()) and not line.startswith(ready):
             seen.append(line)
-            if line.startswith(ready):
-                break
-        else:
-            raise RuntimeError("peer not READY in time:\n" + "".join(seen))
+        watchdog.cancel()
+        if expired.is_set():
+            raise RuntimeError(f"peer not {ready} within {timeout} s:\n" + "".join(seen))
+        if not line:
+            raise RuntimeError(f"peer exited before {ready}:\n" + "".join(seen))
         yield process
     finally:
+        watchdog.cancel()
         process.kill()
         process.wait(timeout=10)
         if process.stdout is not None:
@@ -98,11 +187,12 @@ def process_until_ready(
 def run_pyepics(code: str, env: dict[str, str], timeout: float = 60.0) -> Any:
     """Run client ``code`` with pyepics (libca); it sets ``result``; return it.
 
-    The code runs with ``epics`` imported and must assign a JSON-able value
-    to ``result``.
+    The code runs with ``epics`` imported and the waits of SCRIPT_WAITS
+    defined, and must assign a JSON-able value to ``result``.
     """
     program = (
         "import json, epics, epics.ca\n"
+        + SCRIPT_WAITS
         + textwrap.dedent(code)
         + "\nprint('RESULT ' + json.dumps(result), flush=True)\n"
         + "epics.ca.finalize_libca()\n"

@@ -8,7 +8,8 @@ as a clear failure rather than a hung test run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +23,18 @@ def run(test: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout))
 
 
+@contextlib.asynccontextmanager
+async def background(work: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Task[Any]]:
+    """Run ``work`` as a task meanwhile; cancel it and wait for it to end after."""
+    task = asyncio.get_running_loop().create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     """Return once ``condition()`` holds; AssertionError naming ``what`` after ``timeout`` s."""
     loop = asyncio.get_running_loop()
@@ -29,6 +42,27 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) 
     while not condition():
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(POLL)
+
+
+async def read_until(
+    read: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    what: str,
+    timeout: float = 5.0,
+) -> T:
+    """The first ``await read()`` to pass ``check``; AssertionError naming ``what`` on time-out.
+
+    For conditions that take a round trip to look at, such as a CA read.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await read()
+        if check(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last read {value!r})")
         await asyncio.sleep(POLL)
 
 

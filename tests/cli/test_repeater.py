@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from peers import ROOT, ca_environment, free_port
+from peers import ROOT, ca_environment, free_port, server_config
 
 from caioc.ca import (
     Command,
@@ -139,7 +139,7 @@ def test_registrations_are_confirmed_and_the_others_poked() -> None:
 
 
 def test_beacons_of_a_caioc_server_reach_every_client() -> None:
-    from caioc.server import Server, ServerConfig
+    from caioc.server import Server
     from caioc.server._data import ChannelDouble
 
     async def main() -> None:
@@ -147,12 +147,8 @@ def test_beacons_of_a_caioc_server_reach_every_client() -> None:
         clients = [await RawClient.open() for _ in range(2)]
         for raw in clients:
             await raw.registered_with(repeater)
-        config = ServerConfig(
-            port=free_port(),
-            interfaces=["127.0.0.1"],
-            beacon_addresses=[("127.0.0.1", repeater.port)],
-            auto_beacon_addresses=False,
-            repeater_port=repeater.port,
+        config = server_config(
+            free_port(), ("127.0.0.1", repeater.port), repeater_port=repeater.port
         )
         server = Server({"R:X": ChannelDouble(value=1.0)}, config)
         await server.start()

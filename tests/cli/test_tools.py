@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from peers import ROOT, ca_environment, free_port, process_until_ready
+from peers import ROOT, SERVE_PVDB, ca_environment, free_port, process_until_ready
 
 SOFTIOC = r"""
 import numpy
@@ -54,11 +54,12 @@ print("READY", flush=True)
 softioc.non_interactive_ioc()
 """
 
-CAIOC = r"""
-import asyncio, numpy
+CAIOC = (
+    r"""
+import numpy
 from caioc.ca import EPICS_EPOCH_OFFSET
-from caioc.server import (Server, ServerConfig, ChannelChar, ChannelDouble,
-                          ChannelEnum, ChannelInteger, ChannelString)
+from caioc.server import (ChannelChar, ChannelDouble, ChannelEnum, ChannelInteger,
+                          ChannelString)
 text = 'a long string, longer than forty characters: "quoted"\tand tabbed'
 pvdb = {
     "T:AO": ChannelDouble(value=3.25, units="mm", precision=3,
@@ -80,13 +81,9 @@ pvdb = {
     "T:PSO": ChannelString(value="init"),
     "T:MON": ChannelInteger(value=0, upper_warning_limit=100),
 }
-async def main():
-    server = Server(pvdb, ServerConfig.from_environment())
-    await server.start()
-    print("READY", flush=True)
-    await asyncio.Future()
-asyncio.run(main())
 """
+    + SERVE_PVDB
+)
 
 SERVERS = {"softioc": SOFTIOC, "caioc": CAIOC}
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}"

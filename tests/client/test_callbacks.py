@@ -13,23 +13,14 @@ import threading
 import time
 from typing import Any
 
-from peers import ca_environment, free_port, process_until_ready
+from peers import ca_environment, free_port, process_until_ready, server_config
 from test_client_peers import CAIOC
 from waiting import run, until
 
 from caioc.ca import AccessRights
 from caioc.client import Channel, ClientConfig, Context, ThreadedContext
 from caioc.client.pyepics_compat import PV
-from caioc.server import ChannelDouble, ChannelInteger, Server, ServerConfig
-
-
-def server_config(port: int = 0) -> ServerConfig:
-    return ServerConfig(
-        port=port,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],  # discard port: nobody listens
-        auto_beacon_addresses=False,
-    )
+from caioc.server import ChannelDouble, ChannelInteger, Server
 
 
 def client_config(port: int) -> ClientConfig:
@@ -116,7 +107,9 @@ def test_connection_and_access_callbacks_follow_the_server() -> None:
                 # closing a channel is no connection news
                 events.clear()
                 await x.clear()
-                await asyncio.sleep(0)
+                # a barrier: by the time a read on the other channel is
+                # answered, any callback the clear set off has run
+                await ro.read()
                 assert events == []
         finally:
             await server.stop()

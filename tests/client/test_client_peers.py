@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+import socket
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from peers import ca_environment, free_port, process_until_ready
+from peers import SERVE_PVDB, ca_environment, free_port, process_until_ready
+from waiting import run, until
 
 from caioc.ca import ChannelType
 from caioc.client import ChannelTimeout, ClientConfig, Context
@@ -33,10 +35,10 @@ print("READY", flush=True)
 softioc.non_interactive_ioc()
 """
 
-CAIOC = """
-import asyncio, numpy
-from caioc.server import (Server, ServerConfig, ChannelDouble, ChannelInteger,
-                          ChannelEnum, ChannelString)
+CAIOC = (
+    """
+import numpy
+from caioc.server import ChannelDouble, ChannelInteger, ChannelEnum, ChannelString
 pvdb = {
     "T:AO": ChannelDouble(value=3.25, units="mm", precision=3,
                           upper_ctrl_limit=100.0, lower_ctrl_limit=-100.0),
@@ -46,13 +48,9 @@ pvdb = {
     "T:WF": ChannelDouble(value=numpy.arange(10.0)),
     "T:BIG": ChannelDouble(value=numpy.arange(200_000.0)),
 }
-async def main():
-    server = Server(pvdb, ServerConfig.from_environment())
-    await server.start()
-    print("READY", flush=True)
-    await asyncio.Future()
-asyncio.run(main())
 """
+    + SERVE_PVDB
+)
 
 SERVERS = {"softioc": SOFTIOC, "caioc": CAIOC}
 
@@ -69,10 +67,6 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, dict[str,
     env = ca_environment(port, free_port())
     with process_until_ready(SERVERS[request.param], env):
         yield request.param, port, env
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
 
 
 def test_reads_of_every_class(server: tuple[str, int, dict[str, str]]) -> None:
@@ -124,7 +118,8 @@ def test_writes_with_completion_and_conversion(server: tuple[str, int, dict[str,
             await mb.write("Off")
             assert (await mb.read()).value == 0
             await lo.write(7, wait=False)
-            await asyncio.sleep(0)  # plain WRITE has no reply; read after it
+            # plain WRITE has no reply; a read sent after it on the same
+            # circuit is answered after the write is done
             assert (await lo.read()).value == 7
 
     run(scenario)
@@ -169,8 +164,13 @@ def test_server_started_after_the_client_and_restarted_mid_subscription() -> Non
 
     async def scenario() -> None:
         async with Context(client_config(port)) as ctx:
-            lo = ctx.channel("T:LO")  # searching before any server exists
-            await asyncio.sleep(0.3)
+            # searching before any server exists: a search reaches the port
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nobody:
+                nobody.bind(("127.0.0.1", port))
+                nobody.setblocking(False)
+                lo = ctx.channel("T:LO")
+                loop = asyncio.get_running_loop()
+                await asyncio.wait_for(loop.sock_recv(nobody, 16384), 5)
             stack = contextlib.ExitStack()
             with stack:
                 stack.enter_context(process_until_ready(CAIOC, env))
@@ -178,8 +178,7 @@ def test_server_started_after_the_client_and_restarted_mid_subscription() -> Non
                 subscription = await lo.subscribe()
                 assert (await asyncio.wait_for(subscription.__anext__(), 5)).value == 7
             # the server is gone; a new one comes up on the same port
-            await asyncio.sleep(0.2)
-            assert not lo.connected.is_set()
+            await until(lambda: not lo.connected.is_set(), "the client to see the server go")
             with process_until_ready(CAIOC, env):
                 await lo.wait_for_connection(timeout=10)
                 # the subscription was re-established by itself
@@ -209,7 +208,9 @@ def test_a_new_servers_beacon_restarts_the_search() -> None:
         )
         async with Context(config) as ctx:
             lo = ctx.channel("T:LO")
-            # search long enough that the back-off has grown to seconds
+            # Time passing is the scenario: searches back off (doubling)
+            # while no server answers; after 4 s the next search is seconds
+            # away. No event marks that, and waiting longer only helps.
             await asyncio.sleep(4.0)
             with process_until_ready(CAIOC, env):
                 ready = time.monotonic()

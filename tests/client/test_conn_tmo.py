@@ -17,14 +17,14 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready
+from peers import ca_environment, free_port, process_until_ready, server_config
 from test_client_peers import CAIOC, SOFTIOC
 from waiting import run, until
 
 from caioc.ca import Broadcaster, ChannelType, Role, RsrvIsUpResponse
 from caioc.client import Channel, ChannelTimeout, ClientConfig, Context, Reading
 from caioc.client._beacons import BeaconHistory
-from caioc.server import ChannelDouble, Server, ServerConfig
+from caioc.server import ChannelDouble, Server
 
 
 @pytest.fixture(params=["caioc", "softioc"])
@@ -152,12 +152,7 @@ def test_beacons_keep_a_quiet_circuit_without_echo() -> None:
     async def scenario() -> None:
         server = Server(
             {"X": ChannelDouble(value=1.0)},
-            ServerConfig(
-                port=0,
-                interfaces=["127.0.0.1"],
-                beacon_addresses=[("127.0.0.1", 9)],
-                auto_beacon_addresses=False,
-            ),
+            server_config(),
         )
         await server.start()
         config = ClientConfig(
@@ -171,7 +166,8 @@ def test_beacons_keep_a_quiet_circuit_without_echo() -> None:
                 circuit = x.circuit
                 assert circuit is not None and ctx._udp is not None
                 before = circuit.last_heard
-                await asyncio.sleep(0.01)
+                loop = asyncio.get_running_loop()
+                await until(lambda: loop.time() > before, "the loop's clock to move on")
                 datagram = Broadcaster(Role.SERVER).send(
                     RsrvIsUpResponse(server.tcp_port, 1, "127.0.0.1")
                 )
@@ -193,12 +189,7 @@ def test_a_restarted_server_is_a_beacon_anomaly_and_is_used_again() -> None:
     def serve(port: int) -> Server:
         return Server(
             {"X": ChannelDouble(value=float(port))},
-            ServerConfig(
-                port=port,
-                interfaces=["127.0.0.1"],
-                beacon_addresses=[("127.0.0.1", repeater_port)],
-                auto_beacon_addresses=False,
-            ),
+            server_config(port, ("127.0.0.1", repeater_port)),
         )
 
     async def scenario() -> None:

@@ -9,21 +9,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready
+from peers import ca_environment, free_port, process_until_ready, server_config
 from test_client_peers import SOFTIOC
 from waiting import run, until
 
 from caioc.client import ClientConfig, Context
-from caioc.server import ChannelDouble, Server, ServerConfig
-
-
-def server_config(port: int = 0) -> ServerConfig:
-    return ServerConfig(
-        port=port,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],  # discard port: nobody listens
-        auto_beacon_addresses=False,
-    )
+from caioc.server import ChannelDouble, Server
 
 
 def tcp_only(port: int) -> ClientConfig:

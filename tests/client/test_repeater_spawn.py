@@ -12,13 +12,13 @@ import signal
 import sys
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready
+from peers import ca_environment, free_port, process_until_ready, server_config
 from waiting import run, until
 
 from caioc.ca import BroadcasterState
 from caioc.client import ClientConfig, Context
 from caioc.client._repeater import repeater_port_held
-from caioc.server import ChannelDouble, Server, ServerConfig
+from caioc.server import ChannelDouble, Server
 
 
 @pytest.fixture
@@ -48,12 +48,7 @@ def test_a_client_starts_a_repeater_and_hears_beacons_through_it(repeater_port: 
                 # a server's beacon reaches the client through that repeater
                 server = Server(
                     {"X": ChannelDouble(value=1.0)},
-                    ServerConfig(
-                        port=0,
-                        interfaces=["127.0.0.1"],
-                        beacon_addresses=[("127.0.0.1", repeater_port)],
-                        auto_beacon_addresses=False,
-                    ),
+                    server_config(beacons=("127.0.0.1", repeater_port)),
                 )
                 await server.start()
                 try:
@@ -105,7 +100,8 @@ def test_a_spawned_repeater_exits_once_its_clients_are_gone(repeater_port: int) 
                 lambda: ctx.broadcaster.state is BroadcasterState.REGISTERED,
                 "the repeater's confirmation",
             )
-            # registered clients keep it alive well past its idle time
+            # registered clients keep it alive well past its idle time: a
+            # negative check, so time passing (twice the 0.5 s) is the test
             await asyncio.sleep(1.0)
             assert repeater.poll() is None
         await until(lambda: repeater.poll() is not None, "the idle exit")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from waiting import on_virtual_time, run, until
+from waiting import background, on_virtual_time, run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus
 from caioc.drivers import lookup
@@ -29,16 +29,11 @@ async def time_runs(clock: VirtualClock, step: float = 0.02) -> AsyncIterator[No
 
     async def tick() -> None:
         while True:
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # the pace of virtual time, not a wait
             clock.advance(step)
 
-    task = asyncio.get_running_loop().create_task(tick())
-    try:
+    async with background(tick()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # -- the datasheet and the kernel's units ----------------------------------------------------------

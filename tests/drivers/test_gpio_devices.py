@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import server_config
 from waiting import run, until
 
 from caioc.boards import build, load
@@ -25,7 +26,7 @@ from caioc.drivers.gpio_devices import (
 )
 from caioc.hw import Direction, Pull, VirtualClock, gpio_support, load_backend
 from caioc.hw.sim import SimulatedGPIO
-from caioc.server import Server, ServerConfig
+from caioc.server import Server
 
 BOARD_FILES = Path(__file__).resolve().parents[2] / "boards" / "files"
 
@@ -36,12 +37,7 @@ async def serving(*devices: Any) -> AsyncIterator[Context]:
     pvdb: dict[str, Any] = {}
     for device in devices:
         pvdb.update(device.pvdb)
-    config = ServerConfig(
-        port=0,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],
-        auto_beacon_addresses=False,
-    )
+    config = server_config()
     server = Server(pvdb, config)
     await server.start()
     for device in devices:
@@ -300,10 +296,7 @@ class Rig(DigitalInput):
 
 async def main():
     rig = Rig("rig:", bus=gpio, pin=17, debounce=0.0, states=["Released", "Pressed"])
-    task = asyncio.get_running_loop().create_task(serve(rig))
-    await asyncio.sleep(0)
-    print("READY", flush=True)
-    await task
+    await serve(rig, list_pvs=True)  # "PVs:" once it listens and the rig has started
 
 asyncio.run(main())
 """
@@ -314,7 +307,7 @@ def test_the_c_client_monitor_sees_the_edge() -> None:
     from peers import ca_environment, free_port, process_until_ready, run_pyepics
 
     env = ca_environment(free_port(), free_port())
-    with process_until_ready(IOC, env):
+    with process_until_ready(IOC, env, ready="PVs:"):
         result = run_pyepics(
             """
             import time
@@ -325,9 +318,7 @@ def test_the_c_client_monitor_sees_the_edge() -> None:
             assert pv.wait_for_connection(timeout=5)
 
             def wait_for(count):
-                deadline = time.monotonic() + 10
-                while len(seen) < count and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                until(lambda: len(seen) >= count, f"{count} monitor updates")
 
             wait_for(1)
             before = time.time()

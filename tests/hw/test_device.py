@@ -7,13 +7,14 @@ import struct
 from typing import Any
 
 import pytest
+from peers import server_config
 from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
 from caioc.client import ClientConfig, Context, ServerError
 from caioc.hw import BadReply, Device, I2CBus, reading, setting
 from caioc.hw.sim import SimulatedI2CBus, SimulatedI2CDevice
-from caioc.server import Server, ServerConfig
+from caioc.server import Server
 
 CHIP_ID = 0x60
 
@@ -29,7 +30,35 @@ def set_temperature(chip: SimulatedI2CDevice, celsius: float) -> None:
     chip.poke(0x00, struct.pack(">h", round(celsius * 256)))
 
 
-class Thermometer(Device):
+class OnSimulatedI2C:
+    """A Device's open/probe/close for a part at ``address`` on a SimulatedI2CBus.
+
+    The part answers ``chip_id`` at register 0xD0; ``sim_bus`` is the bus.
+    """
+
+    address = 0x48
+    chip_id = CHIP_ID
+    sim_bus: SimulatedI2CBus
+    bus: I2CBus | None
+
+    async def open(self) -> None:
+        if self.sim_bus.fd is None:
+            self.sim_bus.open(1)  # as a driver would open /dev/i2c-1 again
+        self.bus = I2CBus(self.sim_bus, timeout=0.5)
+        self.chip = self.bus.device(self.address)
+
+    async def probe(self) -> None:
+        chip_id = await self.chip.read_register_async(0xD0)
+        if chip_id != self.chip_id:
+            raise BadReply(f"chip id 0x{chip_id:02x}, expected 0x{self.chip_id:02x}")
+
+    async def close(self) -> None:
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
+
+
+class Thermometer(OnSimulatedI2C, Device):
     """A 16-bit I2C thermometer with a heater setpoint register."""
 
     comm_failures = 3
@@ -40,24 +69,8 @@ class Thermometer(Device):
 
     def __init__(self, bus: SimulatedI2CBus, prefix: str = "thermo:") -> None:
         self.sim_bus = bus
-        self.bus: I2CBus | None = None
+        self.bus = None
         super().__init__(prefix)
-
-    async def open(self) -> None:
-        if self.sim_bus.fd is None:
-            self.sim_bus.open(1)  # as a driver would open /dev/i2c-1 again
-        self.bus = I2CBus(self.sim_bus, timeout=0.5)
-        self.chip = self.bus.device(0x48)
-
-    async def probe(self) -> None:
-        chip_id = await self.chip.read_register_async(0xD0)
-        if chip_id != CHIP_ID:
-            raise BadReply(f"chip id 0x{chip_id:02x}, expected 0x{CHIP_ID:02x}")
-
-    async def close(self) -> None:
-        if self.bus is not None:
-            self.bus.close()
-            self.bus = None
 
     @temperature.reader
     async def temperature(self) -> float:  # type: ignore[no-redef]
@@ -142,12 +155,7 @@ def test_through_ca_puts_reach_the_hardware_and_failures_refuse_them() -> None:
         chip = sim.attach(make_chip())
         # Polled once a minute, so no poll takes the NACKs meant for the put.
         device = SlowThermometer(sim, prefix="t:")
-        config = ServerConfig(
-            port=0,
-            interfaces=["127.0.0.1"],
-            beacon_addresses=[("127.0.0.1", 9)],
-            auto_beacon_addresses=False,
-        )
+        config = server_config()
         server = Server(device.pvdb, config)
         await server.start()
         await device.startup()
@@ -205,10 +213,7 @@ class Rig(Thermometer):
 
 async def main():
     rig = Rig(sim, prefix="rig:")
-    task = asyncio.get_running_loop().create_task(serve(rig))
-    await asyncio.sleep(0)
-    print("READY", flush=True)
-    await task
+    await serve(rig, list_pvs=True)  # "PVs:" once it listens and the rig has started
 
 asyncio.run(main())
 """
@@ -219,21 +224,18 @@ def test_the_c_client_sees_value_then_alarm_then_recovery() -> None:
     from peers import ca_environment, free_port, process_until_ready, run_pyepics
 
     env = ca_environment(free_port(), free_port())
-    with process_until_ready(IOC, env):
+    with process_until_ready(IOC, env, ready="PVs:"):
         result = run_pyepics(
             """
-            import time
             pv = epics.PV("rig:temperature", form="time")
             assert pv.wait_for_connection(timeout=5)
 
             def wait_for(check):
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    data = pv.get_with_metadata(use_monitor=False, timeout=5)
-                    if check(data):
-                        return data
-                    time.sleep(0.02)
-                raise AssertionError("condition not met")
+                return read_until(
+                    lambda: pv.get_with_metadata(use_monitor=False, timeout=5),
+                    check,
+                    "rig:temperature",
+                )
 
             good = wait_for(lambda d: d["value"] == 21.5 and d["severity"] == 0)
             epics.caput("rig:fault", 1, wait=True, timeout=5)
@@ -267,12 +269,7 @@ def test_a_hung_bus_does_not_delay_reads_of_other_pvs() -> None:
         free_sim.attach(make_chip())
         hung = Thermometer(hung_sim, prefix="hung:")
         free = Thermometer(free_sim, prefix="free:")
-        config = ServerConfig(
-            port=0,
-            interfaces=["127.0.0.1"],
-            beacon_addresses=[("127.0.0.1", 9)],
-            auto_beacon_addresses=False,
-        )
+        config = server_config()
         server = Server({**hung.pvdb, **free.pvdb}, config)
         await server.start()
         await hung.startup()
@@ -289,7 +286,7 @@ def test_a_hung_bus_does_not_delay_reads_of_other_pvs() -> None:
                 async def watch() -> None:
                     while True:
                         statuses.add(hung.temperature.alarm_status)
-                        await asyncio.sleep(0.005)
+                        await asyncio.sleep(0.005)  # sampling; cancelled below
 
                 watcher = asyncio.get_running_loop().create_task(watch())
                 hung_chip.faults.hang_next(1, seconds=2.0)  # far longer than a read
@@ -298,7 +295,7 @@ def test_a_hung_bus_does_not_delay_reads_of_other_pvs() -> None:
                     start = time.perf_counter()
                     await pv.read(ChannelType.TIME_DOUBLE)
                     slowest = max(slowest, time.perf_counter() - start)
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # paced: the reads fall within the hang
                 # meanwhile the other bus really was hung: its read timed out
                 await until(
                     lambda: AlarmStatus.TIMEOUT in statuses, "the hung read's TIMEOUT alarm"

@@ -383,7 +383,7 @@ def test_awaiting_edges(gpio: SimulatedGPIO, clock: VirtualClock) -> None:
             return [event.level async for event in pin.edge_events()]
 
         listening = asyncio.create_task(until_closed())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop step: the task subscribes
         pin.drive(1)
         pin.close()
         assert await asyncio.wait_for(listening, BOUND) == [1]

@@ -216,7 +216,7 @@ def test_async_calls_await_the_worker_without_blocking_the_loop(
         await clock.wait_for_waiters_async(2)
         ticks = 0
         for _ in range(10):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # loop turns, not time: the loop is not blocked
             ticks += 1
         assert ticks == 10 and not call.done()
         clock.advance(0.5)
@@ -362,7 +362,7 @@ def test_real_clock_async_cancel_of_a_queued_call_means_it_never_runs() -> None:
         # the worker has taken the hang: the device holds the bus now
         await until(lambda: not chip.faults.pending, "the hung access")
         queued = asyncio.create_task(bus.write_byte_data_async(0x48, 0x10, 0xAA))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop step: the call is queued
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued

@@ -14,15 +14,19 @@ exactly what the alarm is for.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus
-from caioc.hw import BadReply, Device, I2CBus, reading
+from caioc.hw import BadReply, Device, reading
 from caioc.hw.sim import SimulatedI2CBus, SimulatedI2CDevice
+
+from .test_device import OnSimulatedI2C
 
 CHIP_ID = 0x5C
 MARKER = 0xA5  # a constant byte in every reply: garbled replies are caught
@@ -44,7 +48,7 @@ def set_measurement(
     chip.poke(0x00, data)
 
 
-class Hygrometer(Device):
+class Hygrometer(OnSimulatedI2C, Device):
     """Temperature and humidity in one 5-byte read; humidity is posted, not polled."""
 
     comm_failures = 3
@@ -53,26 +57,13 @@ class Hygrometer(Device):
     temperature = reading(0.0, units="degC", period=0.01, timeout=0.5, stale_after=STALE)
     humidity = reading(0.0, units="%", period=None, stale_after=STALE)
 
+    address = 0x44
+    chip_id = CHIP_ID
+
     def __init__(self, sim: SimulatedI2CBus) -> None:
-        self.sim = sim
-        self.bus: I2CBus | None = None
+        self.sim_bus = sim
+        self.bus = None
         super().__init__("hyg:")
-
-    async def open(self) -> None:
-        if self.sim.fd is None:
-            self.sim.open(1)  # as a driver would open /dev/i2c-1 again
-        self.bus = I2CBus(self.sim, timeout=0.5)
-        self.chip = self.bus.device(0x44)
-
-    async def probe(self) -> None:
-        chip_id = await self.chip.read_register_async(0xD0)
-        if chip_id != CHIP_ID:
-            raise BadReply(f"chip id 0x{chip_id:02x}, expected 0x{CHIP_ID:02x}")
-
-    async def close(self) -> None:
-        if self.bus is not None:
-            self.bus.close()
-            self.bus = None
 
     @temperature.reader
     async def temperature(self) -> float:  # type: ignore[no-redef]
@@ -85,6 +76,21 @@ class Hygrometer(Device):
         return celsius / 256
 
 
+@contextlib.asynccontextmanager
+async def started_hygrometer() -> AsyncIterator[
+    tuple[SimulatedI2CBus, SimulatedI2CDevice, Hygrometer]
+]:
+    """A started Hygrometer on a simulated bus with its chip; shut down after."""
+    sim = SimulatedI2CBus()
+    chip = sim.attach(make_chip())
+    device = Hygrometer(sim)
+    await device.startup()
+    try:
+        yield sim, chip, device
+    finally:
+        await device.shutdown()
+
+
 def alarm(channel: Any) -> tuple[AlarmStatus, AlarmSeverity]:
     return channel.alarm_status, channel.alarm_severity
 
@@ -95,11 +101,7 @@ STALE_ALARM = (AlarmStatus.TIMEOUT, AlarmSeverity.INVALID)
 
 def test_a_reading_with_no_good_value_for_stale_after_goes_timeout_and_recovers() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_chip())
-        device = Hygrometer(sim)
-        await device.startup()
-        try:
+        async with started_hygrometer() as (_sim, chip, device):
             await until(lambda: device.humidity.value == 40.0, "the first humidity")
             assert alarm(device.humidity) == GOOD
             # The humidity half turns invalid; the device stays online and
@@ -122,19 +124,13 @@ def test_a_reading_with_no_good_value_for_stale_after_goes_timeout_and_recovers(
             await until(lambda: device.humidity.value == 55.0, "a fresh humidity")
             assert alarm(device.humidity) == GOOD
             assert device.humidity.timestamp > stamp
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
 
 def test_a_fresh_reading_is_never_flagged_stale() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_chip())
-        device = Hygrometer(sim)
-        await device.startup()
-        try:
+        async with started_hygrometer() as (_sim, chip, device):
             await until(lambda: device.humidity.value == 40.0, "the first humidity")
             # Values keep coming, each within stale_after of the last: over
             # several stale_after periods no alarm may appear on either.
@@ -149,19 +145,13 @@ def test_a_fresh_reading_is_never_flagged_stale() -> None:
                 )
                 assert alarm(device.temperature) == GOOD
                 assert alarm(device.humidity) == GOOD
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
 
 def test_an_offline_reading_keeps_its_comm_alarm_value_and_time_past_stale_after() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_chip())
-        device = Hygrometer(sim)
-        await device.startup()
-        try:
+        async with started_hygrometer() as (sim, chip, device):
             await until(lambda: device.temperature.value == 21.5, "the first reading")
             chip.unplug()
             await until(lambda: device.connected.value == 0, "disconnection")
@@ -181,19 +171,13 @@ def test_an_offline_reading_keeps_its_comm_alarm_value_and_time_past_stale_after
             chip.replug(reset=False)
             await until(lambda: alarm(device.temperature) == GOOD, "recovery")
             assert device.temperature.timestamp > stamp
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
 
 def test_an_offline_reading_keeps_its_calc_alarm_past_stale_after() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_chip())
-        device = Hygrometer(sim)
-        await device.startup()
-        try:
+        async with started_hygrometer() as (sim, chip, device):
             await until(lambda: device.temperature.value == 21.5, "the first reading")
             chip.faults.garble_next(10**6)  # every reply garbled: CALC, then offline
             await until(lambda: device.connected.value == 0, "disconnection")
@@ -206,7 +190,5 @@ def test_an_offline_reading_keeps_its_calc_alarm_past_stale_after() -> None:
             )
             assert alarm(device.temperature) == (AlarmStatus.CALC, AlarmSeverity.INVALID)
             assert device.temperature.value == 21.5
-        finally:
-            await device.shutdown()
 
     run(scenario)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from peers import server_config
 
 from caioc.ioc import Autosave, PVGroup, pvproperty
 
@@ -105,17 +106,8 @@ def test_the_runner_restores_and_saves(tmp_path: Path) -> None:
     import asyncio
 
     from caioc.ioc import serve
-    from caioc.server import ServerConfig
 
     path = tmp_path / "ioc.json"
-
-    def quiet_config() -> ServerConfig:
-        return ServerConfig(
-            port=0,
-            interfaces=["127.0.0.1"],
-            beacon_addresses=[("127.0.0.1", 9)],
-            auto_beacon_addresses=False,
-        )
 
     class Started(Settings):
         async def startup(self) -> None:
@@ -126,7 +118,7 @@ def test_the_runner_restores_and_saves(tmp_path: Path) -> None:
         group = Started("r:")
         group.serving = asyncio.Event()
         task = asyncio.get_running_loop().create_task(
-            serve(group, config=quiet_config(), autosave=str(path))
+            serve(group, config=server_config(), autosave=str(path))
         )
         await asyncio.wait_for(group.serving.wait(), 10)  # restored, then serving
         seen = group.gain.value

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, process_until_ready, run_pyepics, server_config
+from waiting import read_until, run
 
 from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
 from caioc.client import ClientConfig, Context, ServerError
 from caioc.ioc import PVGroup, SubGroup, pvproperty
-from caioc.server import ChannelDouble, ChannelEnum, ChannelInteger, ChannelString, ServerConfig
+from caioc.server import ChannelDouble, ChannelEnum, ChannelInteger, ChannelString
 
 
 class Heater(PVGroup):
@@ -91,19 +90,10 @@ def test_declaration_builds_channels_names_and_fields() -> None:
                 return value
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 30))
-
-
 async def _served(group: PVGroup) -> Any:
     from caioc.server import Server
 
-    config = ServerConfig(
-        port=0,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],
-        auto_beacon_addresses=False,
-    )
+    config = server_config()
     server = Server(group.pvdb, config)
     await server.start()
     await group.startup()
@@ -153,12 +143,9 @@ def test_hooks_fields_and_alarms_through_a_client() -> None:
                 # startup and scan hooks ran
                 assert (await started.read()).value == 1
                 first_tick = (await ticks.read()).value
-                for _ in range(200):
-                    if (await ticks.read()).value >= first_tick + 3:
-                        break
-                    await asyncio.sleep(0.02)
-                else:
-                    raise AssertionError("the scan hook did not run")
+                await read_until(
+                    ticks.read, lambda reading: reading.value >= first_tick + 3, "3 scans", 4.0
+                )
         finally:
             await oven.shutdown()
             await server.stop()

@@ -560,19 +560,13 @@ class Test(PVGroup):
     AO = pvproperty(0.0, **limits)
     AO0 = pvproperty(0.0, monitor_deadband=0.0, archive_deadband=0.0, **limits)
 
-async def main():
-    server = asyncio.ensure_future(serve(Test("TEST:")))
-    await asyncio.sleep(0)
-    print("READY", flush=True)
-    await server
-
-asyncio.run(main())
+# "PVs:" once it listens and the group has started: the test's ready line
+asyncio.run(serve(Test("TEST:"), list_pvs=True))
 """
 
 #: Puts and field writes; each PV ends with 100.0, which every mask posts,
 #: so its arrival means every update before it arrived.
 MONITORS = """
-import time
 from epics import dbr
 
 SEQUENCE = [
@@ -597,18 +591,14 @@ for name in ("AO", "AO0"):
         pv = epics.PV("TEST:" + name, form="time", auto_monitor=mask, callback=record)
         assert pv.wait_for_connection(timeout=5)
         pvs.append(pv)
-deadline = time.monotonic() + 10
-while any(not seen for seen in events.values()) and time.monotonic() < deadline:
-    time.sleep(0.01)
+until(lambda: all(events.values()), "every monitor's first update")
 for field, value in SEQUENCE:
     if field == "get":
         gets.append(epics.caget("TEST:" + value, as_string=True, use_monitor=False, timeout=5))
     else:
         assert epics.caput("TEST:" + field, value, wait=True, timeout=5) == 1, field
-def done():
-    return all(seen and seen[-1][0] == 100.0 for seen in events.values())
-while not done() and time.monotonic() < deadline + 10:
-    time.sleep(0.01)
+until(lambda: all(seen and seen[-1][0] == 100.0 for seen in events.values()),
+      "every monitor's update to 100.0")
 fields = {f: epics.caget("TEST:AO." + f, as_string=True, timeout=5)
           for f in ("HSV", "HHSV", "LSV", "LLSV", "MDEL", "ADEL", "HYST", "SEVR", "SCAN")}
 native = {}
@@ -629,7 +619,7 @@ def servers() -> Iterator[dict[str, dict[str, str]]]:
         "softioc": ca_environment(free_port(), free_port()),
     }
     with (
-        process_until_ready(CAIOC, envs["caioc"]),
+        process_until_ready(CAIOC, envs["caioc"], ready="PVs:"),
         process_until_ready(SOFTIOC, envs["softioc"]),
     ):
         yield envs

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from test_server_robustness import RawClient, config
+from peers import server_config
+from test_server_robustness import RawClient
+from waiting import run
 
 from caioc.ca import (
     ECA,
@@ -35,10 +35,6 @@ ASG(guarded) {
 """
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 30))
-
-
 async def open_as(port: int, user: str, host: str, name: str) -> tuple[RawClient, Any]:
     client = await RawClient.connect(port)
     channel = client.core.create_channel(name)
@@ -56,7 +52,7 @@ def test_rights_follow_the_rules_and_changes_are_pushed(tmp_path: Path) -> None:
         valve.access_group = "guarded"
         mode = ChannelInteger(value=0)
         security = AccessSecurity.from_file(acf)
-        server = Server({"valve": valve, "mode": mode}, config(), access_security=security)
+        server = Server({"valve": valve, "mode": mode}, server_config(), access_security=security)
         await server.start()
         try:
             alice, alice_valve = await open_as(server.tcp_port, "alice", "laptop", "valve")

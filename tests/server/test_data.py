@@ -800,7 +800,7 @@ def test_put_hook_can_change_or_refuse_a_put() -> None:
     seen: list[Any] = []
 
     async def hook(channel: ChannelData, value: Any) -> Any:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a hook that really suspends
         seen.append(value)
         if value < 0:
             raise ChannelError(ECA.PUTFAIL, "negative values are not allowed")
@@ -833,6 +833,7 @@ def test_put_hook_results_are_checked_and_puts_stay_in_order() -> None:
     order: list[float] = []
 
     async def slow(channel: ChannelData, value: Any) -> None:
+        # the first put's hook is the slow one: the second must still wait for it
         await asyncio.sleep(0.01 if value == 1.0 else 0)
         order.append(value)
 

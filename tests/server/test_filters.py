@@ -10,32 +10,31 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
+from peers import server_config
+from test_server_robustness import RawClient
+from waiting import run
 
 from caioc.ca import (
-    NEED_DATA,
     ChannelType,
-    Command,
     CreateChFailResponse,
     EchoRequest,
     EchoResponse,
     EventAddResponse,
     NotFoundResponse,
     ReadNotifyResponse,
-    Role,
     SearchReply,
     SearchRequest,
     SearchResponse,
     VersionRequest,
-    VirtualCircuit,
     WriteNotifyResponse,
     epics_to_posix,
 )
-from caioc.server import Server, ServerConfig
+from caioc.server import Server
 from caioc.server._data import ChannelChar, ChannelDouble, ChannelEnum, ChannelString
 from caioc.server._filters import FilteredChannel, States, deadband_exceeded
 from caioc.server._names import (
@@ -48,8 +47,6 @@ from caioc.server._names import (
     TimestampFilter,
     parse_channel_name,
 )
-
-TIMEOUT = 10.0
 
 # -- names ----------------------------------------------------------------------------
 
@@ -188,15 +185,6 @@ def test_deadband_check_is_recgbl_check_deadband() -> None:
 # -- lookups and searches ---------------------------------------------------------------
 
 
-def config() -> ServerConfig:
-    return ServerConfig(
-        port=0,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],
-        auto_beacon_addresses=False,
-    )
-
-
 def make_pvdb() -> dict[str, Any]:
     return {
         "AO": ChannelDouble(value=3.25, units="mm", precision=3, timestamp=1e9),
@@ -211,7 +199,7 @@ def make_pvdb() -> dict[str, Any]:
 
 def test_lookup_finds_fields_and_views() -> None:
     pvdb = make_pvdb()
-    server = Server(pvdb, config())
+    server = Server(pvdb, server_config())
     server.states.create("st")
     assert server.lookup("AO") is pvdb["AO"]
     assert server.lookup("AO.VAL") is pvdb["AO"]
@@ -235,7 +223,7 @@ def test_lookup_finds_fields_and_views() -> None:
     view = server.lookup("AO.[1:3]")  # arr passes scalars
     assert view is not None and (view.native_type, view.max_length) == (6, 1)
     assert server.lookup("WF.[20:]").max_length == 0  # type: ignore[union-attr]
-    only_val = Server({"X.VAL": pvdb["WF"]}, config())
+    only_val = Server({"X.VAL": pvdb["WF"]}, server_config())
     assert only_val.lookup("X") is None
     assert only_val.lookup("X.") is pvdb["WF"]
     assert only_val.lookup("X.[1:2]").max_length == 2  # type: ignore[union-attr]
@@ -245,7 +233,7 @@ def test_lookup_finds_fields_and_views() -> None:
 
 
 def test_search_replies_for_decorated_names_only_when_valid() -> None:
-    server = Server(make_pvdb(), config())
+    server = Server(make_pvdb(), server_config())
     server.dotless_modifiers = True  # "WF[1:3]" below is the caioc extension
     do_reply = SearchReply.DO_REPLY
     for name in ("WF.[1:3]", 'WF.{"arr":{"s":1}}', "SO.$", "AO.VAL", 'AO.{"ts":{}}', "WF[1:3]"):
@@ -274,29 +262,8 @@ def test_states_registry() -> None:
 # -- through the network, in process ---------------------------------------------------------
 
 
-class Client:
-    """A CA client made of the core and a socket."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.core = VirtualCircuit(Role.CLIENT, max_payload=10**8)
-        self.received: list[Command] = []
-
-    def send(self, *commands: Command) -> None:
-        self.writer.write(self.core.send(*commands))
-
-    async def receive(self, until: Callable[[], bool]) -> None:
-        async def pump() -> None:
-            while not until():
-                data = await self.reader.read(1 << 16)
-                if not data:
-                    raise ConnectionError("server closed the circuit")
-                self.core.receive_data(data)
-                while (command := self.core.next_command()) is not NEED_DATA:
-                    self.received.append(command)  # type: ignore[arg-type]
-
-        await asyncio.wait_for(pump(), TIMEOUT)
+class Client(RawClient):
+    """A raw CA client with reads, writes and filtered subscriptions."""
 
     async def open(self, name: str) -> Any:
         """The connected channel, or None after CREATE_CH_FAIL."""
@@ -370,7 +337,7 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def connected(pvdb: dict[str, Any]) -> AsyncIterator[tuple[Server, Client]]:
-    server = Server(pvdb, config())
+    server = Server(pvdb, server_config())
     await server.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp_port)
     client = Client(reader, writer)
@@ -380,10 +347,6 @@ async def connected(pvdb: dict[str, Any]) -> AsyncIterator[tuple[Server, Client]
     finally:
         writer.close()
         await server.stop()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
 
 
 async def put(client: Client, data: Any, value: Any) -> None:

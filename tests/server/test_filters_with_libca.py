@@ -236,9 +236,7 @@ pvs = [epics.PV(name, callback=keep(key)) for key, name in channels.items()]
 for pv in pvs:
     assert pv.wait_for_connection(5), pv.pvname
 def settle(key, n):
-    deadline = time.monotonic() + 5
-    while len(got[key]) < n and time.monotonic() < deadline:
-        time.sleep(0.005)
+    until(lambda: len(got[key]) >= n, f"{n} updates of {key}")
 settle("plain", 1)
 settle("arr", 1)
 steps = [3.3, 3.5, 3.8, 4.0, 4.2, "set", 5, 6, 7, "clear", 8, 9, "set", 10, "clear",
@@ -283,10 +281,7 @@ def test_timestamp_filter_agrees(servers: dict[str, dict[str, str]]) -> None:
     assert epics.ca.connect_channel(plain, 5) and epics.ca.connect_channel(stamped, 5)
     epics.caput("TEST:AO", 1.5, wait=True, timeout=5)
     old = epics.ca.get_with_metadata(plain, ftype=dbr.TIME_DOUBLE, timeout=5)["timestamp"]
-    # wait until the clock has moved well past the record's stamp
-    deadline = time.monotonic() + 5
-    while time.time() - old < 0.05 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    until(lambda: time.time() - old >= 0.05, "the clock to move well past the record's stamp")
     now = time.time()
     new = epics.ca.get_with_metadata(stamped, ftype=dbr.TIME_DOUBLE, timeout=5)["timestamp"]
     again = epics.ca.get_with_metadata(plain, ftype=dbr.TIME_DOUBLE, timeout=5)["timestamp"]

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-from test_server_robustness import config
-from waiting import until
+from peers import server_config
+from waiting import run, until
 
 from caioc.ca import ChannelType, SubscriptionMask
 from caioc.client import ClientConfig, Context, Reading
 from caioc.server import ChannelDouble, Server
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 30))
-
-
 def test_masks_select_value_alarm_and_property_updates() -> None:
     async def scenario() -> None:
         data = ChannelDouble(value=0.0, units="V", upper_warning_limit=5.0, upper_alarm_limit=8.0)
-        server = Server({"X": data}, config())
+        server = Server({"X": data}, server_config())
         await server.start()
         try:
             client = ClientConfig(search_addresses=[("127.0.0.1", server.tcp_port)])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import server_config
 from test_server_trio import (
     THREAD_TIMEOUT,
     ServedInThread,
@@ -115,14 +116,13 @@ def test_curio_with_libca() -> None:
 
 def test_cancelling_the_serving_task_says_goodbye() -> None:
     """Cancelling the server's task (not stop()) still sends SERVER_DISCONN first."""
-    from test_server_robustness import config
     from test_server_trio import RawCircuit
 
     from caioc.ca import ServerDisconnResponse
     from caioc.server import ChannelDouble
     from caioc.server.curio import Server
 
-    server = Server({"X": ChannelDouble(value=1.0)}, config())
+    server = Server({"X": ChannelDouble(value=1.0)}, server_config())
     received: list[Any] = []
 
     async def main() -> None:

@@ -7,13 +7,13 @@ event loop, so they can look inside the server while it is under stress.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from waiting import until
+from peers import serving
+from waiting import run, until
 
 from caioc.ca import (
     NEED_DATA,
@@ -26,19 +26,9 @@ from caioc.ca import (
     VersionResponse,
     VirtualCircuit,
 )
-from caioc.server import Server, ServerConfig
 from caioc.server._data import ChannelDouble, ChannelInteger
 
 TIMEOUT = 10.0
-
-
-def config() -> ServerConfig:
-    return ServerConfig(
-        port=0,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],  # discard port: nobody listens
-        auto_beacon_addresses=False,
-    )
 
 
 class RawClient:
@@ -78,20 +68,6 @@ class RawClient:
 
     def close(self) -> None:
         self.writer.close()
-
-
-@contextlib.asynccontextmanager
-async def serving(pvdb: dict[str, Any]) -> AsyncIterator[Server]:
-    server = Server(pvdb, config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
 
 
 def test_garbage_closes_only_that_circuit() -> None:
@@ -159,7 +135,7 @@ def test_dead_client_mid_subscription_frees_everything() -> None:
             for i in range(1000):
                 await data.set(float(i))
                 if i % 100 == 0:
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # let the server meet the reset meanwhile
             await until(lambda: data.subscription_count == 0, "the subscription to go")
             await until(lambda: not server.circuits, "the circuit to go")
             # and the server still serves newcomers
@@ -186,7 +162,7 @@ def test_slow_client_costs_bounded_memory_and_gets_the_final_value() -> None:
             assert transport is not None
             for i in range(3000):
                 await data.set(np.full(1000, float(i)))
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # one loop turn: the server tries to write each
             backlog = transport.get_write_buffer_size()
             pending = sum(len(s.pending) for s in circuit.subscriptions.values())
             # 3000 updates of 8 kB were published: 24 MB if nothing coalesced

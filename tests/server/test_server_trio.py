@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from peers import ca_environment, free_port, run_pyepics
-from test_server_robustness import RawClient, config
-from waiting import until
+from peers import ca_environment, free_port, run_pyepics, server_config
+from test_server_robustness import RawClient
+from waiting import run, until
 
 from caioc.ca import (
     AccessRights,
@@ -138,11 +138,6 @@ class TrioServer(ServedInThread):
 Backend = Callable[[dict[str, Any], ServerConfig], ServedInThread]
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    """Run the client side on this thread's asyncio loop, bounded."""
-    asyncio.run(asyncio.wait_for(test(), 30))
-
-
 def client_config(served: ServedInThread) -> ClientConfig:
     """Find the server by a UDP search of its port (it serves searches there too)."""
     return ClientConfig(search_addresses=[("127.0.0.1", served.server.tcp_port)])
@@ -172,7 +167,7 @@ def check_search_connect_get_put_and_monitor(backend: type[ServedInThread]) -> N
 
     data = hooked_channel(events, sleep)
     waveform = ChannelDouble(value=np.arange(5.0))
-    with backend({"X": data, "WF": waveform}, config()) as served:
+    with backend({"X": data, "WF": waveform}, server_config()) as served:
         holder.append(served)
 
         async def scenario() -> None:
@@ -205,7 +200,7 @@ def check_puts_from_two_clients_pass_the_hook_in_turn(backend: type[ServedInThre
         await holder[0].sleep(seconds)
 
     data = hooked_channel(events, sleep)
-    with backend({"X": data}, config()) as served:
+    with backend({"X": data}, server_config()) as served:
         holder.append(served)
 
         async def scenario() -> None:
@@ -225,7 +220,7 @@ def check_puts_from_two_clients_pass_the_hook_in_turn(backend: type[ServedInThre
 
 
 def check_stop_sends_server_disconn(backend: type[ServedInThread]) -> None:
-    with backend({"X": ChannelDouble(value=1.0)}, config()) as served:
+    with backend({"X": ChannelDouble(value=1.0)}, server_config()) as served:
 
         async def scenario() -> None:
             client = await RawClient.connect(served.server.tcp_port)
@@ -245,7 +240,7 @@ def check_stop_sends_server_disconn(backend: type[ServedInThread]) -> None:
 
 def check_a_client_that_leaves_is_cleaned_up(backend: type[ServedInThread]) -> None:
     data = ChannelDouble(value=1.0)
-    with backend({"X": data}, config()) as served:
+    with backend({"X": data}, server_config()) as served:
         server = served.server
 
         async def scenario() -> None:
@@ -273,7 +268,7 @@ def check_a_client_that_leaves_is_cleaned_up(backend: type[ServedInThread]) -> N
 
 def check_a_slow_client_costs_bounded_memory(backend: type[ServedInThread]) -> None:
     data = ChannelDouble(value=np.zeros(1000), max_length=1000)
-    with backend({"X": data}, config()) as served:
+    with backend({"X": data}, server_config()) as served:
         server = served.server
 
         def backlog() -> tuple[int, int]:
@@ -327,7 +322,7 @@ def check_access_rights_are_rechecked(backend: type[ServedInThread], tmp_path: P
     valve.access_group = "guarded"
     mode = ChannelInteger(value=0)
     security = AccessSecurity.from_file(acf)
-    with backend({"valve": valve, "mode": mode}, config(), security) as served:
+    with backend({"valve": valve, "mode": mode}, server_config(), security) as served:
 
         async def scenario() -> None:
             client = await RawClient.connect(served.server.tcp_port)
@@ -359,9 +354,7 @@ import time
 values = []
 monitor = epics.PV("T:X", auto_monitor=True, callback=lambda value=None, **kw: values.append(value))
 assert monitor.wait_for_connection(timeout=5)
-deadline = time.monotonic() + 5
-while not values and time.monotonic() < deadline:
-    time.sleep(0.01)
+until(lambda: values, "the first monitor update")
 got = epics.caget("T:X", timeout=5)
 ctrl = epics.PV("T:X", form="ctrl")
 ctrl.wait_for_connection(timeout=5)
@@ -369,9 +362,7 @@ started = time.monotonic()
 status = epics.caput("T:X", 4.5, wait=True, timeout=5)
 put_seconds = time.monotonic() - started
 epics.caput("T:X", 5.5, wait=True, timeout=5)
-deadline = time.monotonic() + 5
-while values[-1:] != [5.5] and time.monotonic() < deadline:
-    time.sleep(0.01)
+until(lambda: values[-1:] == [5.5], "the monitor update of the last put")
 result = {
     "got": got, "status": status, "put_seconds": put_seconds, "values": values,
     "units": ctrl.get_ctrlvars(timeout=5)["units"], "wf": list(epics.caget("T:WF", timeout=5)),
@@ -438,7 +429,7 @@ def test_serving_from_a_nursery_and_cancelling_it_says_goodbye() -> None:
     """Cancelling the server (not stop()) still sends SERVER_DISCONN first."""
     from caioc.server.trio import Server
 
-    server = Server({"X": ChannelDouble(value=1.0)}, config())
+    server = Server({"X": ChannelDouble(value=1.0)}, server_config())
     received: list[Any] = []
 
     async def main() -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import SERVE_PVDB, ca_environment, free_port, process_until_ready, run_pyepics
 
 pytest.importorskip("epics", reason="pyepics (libca) not installed")
 
-IOC = """
-import asyncio, numpy
-from caioc.server import Server, ServerConfig
+IOC = (
+    """
+import numpy
 from caioc.server._data import (
     ChannelDouble, ChannelInteger, ChannelEnum, ChannelString, ChannelChar)
 
@@ -34,14 +34,9 @@ pvdb = {
     "T:HUGE": ChannelDouble(value=numpy.arange(2_100_000.0)),  # 16.8 MB
 }
 
-async def main():
-    server = Server(pvdb, ServerConfig.from_environment())
-    await server.start()
-    print("READY", server.tcp_port, flush=True)
-    await asyncio.Future()
-
-asyncio.run(main())
 """
+    + SERVE_PVDB
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +116,13 @@ def test_read_only_put_is_refused_with_the_eca_code(env: dict[str, str]) -> None
 def test_monitor_receives_every_put(env: dict[str, str]) -> None:
     result = run_pyepics(
         """
-        import time
         seen = []
         pv = epics.PV("T:LO", callback=lambda value=None, **kw: seen.append(value))
         assert pv.wait_for_connection(timeout=5)
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: seen, "the first update")
         for value in range(100, 110):
             epics.caput("T:LO", value, wait=True, timeout=5)
-        deadline = time.monotonic() + 5
-        while (not seen or seen[-1] != 109) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: seen[-1:] == [109], "the last put's update")
         result = seen
         """,
         env,

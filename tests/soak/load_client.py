@@ -79,11 +79,11 @@ async def main(spec: dict[str, Any]) -> None:
     while any(c.first < wanted for c in circuits):
         if loop.time() > deadline:
             raise SystemExit("not every subscription had its first update in 60 s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a bounded poll: the deadline above
     for circuit in circuits:
         circuit.measuring = True
     print("READY", flush=True)
-    await asyncio.sleep(float(spec["seconds"]))
+    await asyncio.sleep(float(spec["seconds"]))  # the measuring window
     for circuit in circuits:
         circuit.measuring = False
     ordered = sorted(latencies)

@@ -14,32 +14,13 @@ import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
+from peers import serving
 from soak_support import CoreClient
-from waiting import run, until
+from waiting import background, run, until
 
 from caioc.ca import ChannelType, Command, EventAddResponse, EventCancelResponse, VersionRequest
-from caioc.server import ChannelDouble, Server, ServerConfig
-
-
-def config() -> ServerConfig:
-    return ServerConfig(
-        port=0,
-        interfaces=["127.0.0.1"],
-        beacon_addresses=[("127.0.0.1", 9)],  # discard port: nobody listens
-        auto_beacon_addresses=False,
-    )
-
-
-@contextlib.asynccontextmanager
-async def serving(pvdb: dict[str, Any]) -> AsyncIterator[Server]:
-    server = Server(pvdb, config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from caioc.server import ChannelDouble
 
 
 @contextlib.asynccontextmanager
@@ -52,15 +33,10 @@ async def updating(*channels: ChannelDouble) -> AsyncIterator[None]:
             value += 1.0
             for channel in channels:
                 await channel.set(value)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a new value each loop turn
 
-    task = asyncio.create_task(forever())
-    try:
+    async with background(forever()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class LoggingClient(CoreClient):
@@ -178,7 +154,7 @@ def test_idle_and_trickling_connections_do_not_stop_service() -> None:
                 for index in range(len(TRICKLE)):
                     for sock in tricklers:
                         await loop.sock_sendall(sock, TRICKLE[index : index + 1])
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # one byte a loop turn: the trickle
                 client = await CoreClient.connect(server.tcp_port)
                 (channel,) = await client.open(["X"])
                 subscriptionid = client.subscribe(channel)
@@ -219,7 +195,7 @@ def test_thousand_subscriptions_of_a_silent_client_merge_then_deliver() -> None:
                 value += 1.0
                 for data in pvdb.values():
                     await data.set(value)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # one loop turn: the server tries to write
                 assert value < 100_000, "the socket never filled"
             # ... and well beyond: each subscription holds only the newest update
             for _ in range(200):

@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from peers import process_until_ready
+from peers import SCRIPT_WAITS, process_until_ready
 from soak_support import (
     HERE,
     Child,
@@ -211,19 +211,19 @@ def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------
 # A client killed mid-subscription
 
-SUBSCRIBER = """
-import time, epics
+SUBSCRIBER = (
+    SCRIPT_WAITS
+    + """
+import threading, epics
 counts = {}
 def seen(pvname=None, **kwargs):
     counts[pvname] = counts.get(pvname, 0) + 1
 pvs = [epics.PV(f"SOAK:{i:04d}", callback=seen) for i in range(10)]
-deadline = time.monotonic() + 30
-while (len(counts) < 10 or min(counts.values()) < 5) and time.monotonic() < deadline:
-    time.sleep(0.01)
-print("READY" if len(counts) == 10 else "NOT READY", flush=True)
-while True:
-    time.sleep(1)
+until(lambda: len(counts) == 10 and min(counts.values()) >= 5, "5 updates of each PV", 30)
+print("READY", flush=True)
+threading.Event().wait()  # subscribed until the test kills it
 """
+)
 
 #: The issue's bound from SIGKILL to the circuit gone.
 GONE_WITHIN = 0.1
