@@ -46,6 +46,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+from .._tasks import stop_tasks
 from ..ca import ECA, AlarmSeverity, AlarmStatus
 from ..ioc import PVGroup, pvproperty
 from ..server import ChannelData, ChannelError
@@ -198,12 +199,7 @@ class Device(PVGroup):
         if self._closed:
             return
         self._closed = True
-        tasks = [*self._loops, *([self._reconnecting] if self._reconnecting else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([*self._loops, *([self._reconnecting] if self._reconnecting else [])])
         self._loops.clear()
         with contextlib.suppress(Exception):
             await self.close()

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
+from .._tasks import wait_event
 from ..ioc import PVGroup, pvproperty
 from ._worker import PortSnapshot, PortStats
 
@@ -159,8 +160,7 @@ class PortStatus(PVGroup):
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self.interval
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_periodic - loop.time()))
+            await wait_event(self._wake, max(0.0, next_periodic - loop.time()))
             self._wake.clear()
             await self.refresh()
             if loop.time() >= next_periodic:

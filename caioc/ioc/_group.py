@@ -33,7 +33,6 @@ a clear message), ``startup``/``shutdown`` when the IOC starts and stops,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
@@ -41,6 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .._tasks import stop_tasks, wait_event
 from ..ca import ECA
 from ..server import (
     ChannelChar,
@@ -470,14 +470,10 @@ class PVGroup:
                 due = loop.time() + (scan.period or 0.0)
                 continue
             delay = due - loop.time()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(scan.changed.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                else:  # a new period: the next run is one new period from now
-                    due = loop.time() + (scan.period or 0.0)
-                    continue
+            if delay > 0 and await wait_event(scan.changed, delay):
+                # a new period: the next run is one new period from now
+                due = loop.time() + (scan.period or 0.0)
+                continue
             if not channel.check_disabled():
                 try:
                     await hook(self, channel)
@@ -489,10 +485,7 @@ class PVGroup:
         """Stop the scan loops and run shutdown hooks (sub-groups first)."""
         for group in self._groups.values():
             await group.shutdown()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         for _, hook, channel in self._hooks("shutdown"):
             await hook(self, channel)
