@@ -5,7 +5,7 @@ threaded client and caproto's threading client, each in a process of its
 own, all against the same softioc server on a free loopback port:
 
 1. connect 1000 channels (one batch): seconds, and the client's CPU
-   seconds (all its threads) meanwhile;
+   seconds (all its threads) meanwhile (what is timed: see below);
 2. get round trip of one DBR_DOUBLE: µs per get;
 3. read of an 8 MB DOUBLE waveform (10**6 elements): MB/s;
 4. monitor events received per second while a libca putter process writes
@@ -14,9 +14,30 @@ own, all against the same softioc server on a free loopback port:
    softioc starts; seconds from the server's READY to the client connected;
 6. idle CPU of the client with 1000 subscriptions and no traffic, % of a core.
 
+What "connect" times, for every client alike: from asking for the 1000
+channels until all of them are connected -- the searches, the TCP circuit
+to the server (opened by the first answer), CREATE_CHAN and its replies.
+Each client's context is running before the clock starts, as it is in a
+program that has used CA already: its search socket, threads and
+repeater registration are not timed. Per client:
+
+* pyepics: ``ca.initialize_libca()`` makes the libca context, but libca
+  opens its UDP machinery (socket, threads, repeater registration) only at
+  the first ``ca_create_channel``; so one channel with a name nobody
+  serves is created and cleared before the clock starts. Timed:
+  ``create_channel`` of each name, then ``connect_channel`` of each.
+* caioc (asyncio): ``Context.start()`` runs before the clock. Timed: one
+  ``await ctx.connect(*names)`` on the loop (a coroutine submitted from the
+  driver's thread, as for the threaded client).
+* caioc-threaded: ``ThreadedContext()`` starts its context when made.
+  Timed: ``ctx.connect(*names)``.
+* caproto: ``Context()`` starts its shared broadcaster when made. Timed:
+  ``get_pvs(*names)`` and ``wait_for_connection`` of each.
+
 Run from the repository root: ``python benchmarks/bench_client.py``
 (``--quick`` for a smoke run, ``--json PATH`` to keep the results,
-``--clients caioc,pyepics`` to choose).
+``--clients caioc,pyepics`` to choose, ``--connect-only --repeats 15`` for
+case 1 alone, with medians).
 """
 
 # Every peer is this file started again as ``--peer ROLE SPEC`` so that the
@@ -26,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import threading
 import time
@@ -167,6 +189,9 @@ class PyepicsClient(Client):
 
         self.ca = ca
         ca.initialize_libca()
+        # libca starts its search machinery (UDP socket, threads, repeater
+        # registration) with the first channel: start it here, untimed.
+        ca.clear_channel(ca.create_channel(PREFIX + "NOBODY-SERVES-THIS", connect=False))
         self.chids: dict[str, Any] = {}
         self.keep: list[Any] = []
 
@@ -219,6 +244,7 @@ class CaiocAsyncClient(Client):
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.ctx = Context(ClientConfig.from_environment())
+        self.run(self.ctx.start())  # sockets and tasks up before any timing
         self.channels: dict[str, Any] = {}
         self.keep: list[Any] = []
 
@@ -375,6 +401,9 @@ def run_client(spec: Mapping[str, Any]) -> None:
     report("connect", time.perf_counter() - start)
     # CPU of every thread of this client: less at the mercy of a busy host
     report("connect_cpu", time.process_time() - cpu)
+    if counts.get("connect_only"):
+        print("BYE", flush=True)
+        return
 
     client.connect([GET_PV, WAVEFORM_PV, MONITOR_PV], timeout=10.0)
     client.gets(GET_PV, 20)  # warm-up
@@ -444,6 +473,9 @@ def peer(name: str, role: str, spec: Mapping[str, Any], env: Mapping[str, str]) 
     return h.Process(name, argv, env)
 
 
+KEYS_FIRST = ("connect", "connect_cpu", "get", "array")
+
+
 def measure_client(
     kind: str, env: Mapping[str, str], counts: Mapping[str, Any], started: list[h.Process]
 ) -> dict[str, float]:
@@ -451,12 +483,17 @@ def measure_client(
     client = peer(f"{kind} client", "client", {"kind": kind, "counts": counts}, env)
     started.append(client)
     try:
-        for key in ("connect", "connect_cpu", "get", "array"):
+        connect_only = bool(counts.get("connect_only"))
+        for key in ("connect", "connect_cpu") if connect_only else KEYS_FIRST:
             line = client.expect("R ", 300.0)
             got, value = line.split()
             if got != key:
                 raise h.PeerError(f"{kind}: expected {key}, got {line}")
             result[key] = float(value)
+        if connect_only:
+            client.expect("BYE", 10.0)
+            missing = [key for key, *_ in ROWS if key not in result] + ["offered"]
+            return result | dict.fromkeys(missing, math.nan)
         client.expect("IDLE_READY", 60.0)
         time.sleep(1.0)
         result["idle"] = h.idle_cpu_percent(client.pid, float(counts["idle"]))
@@ -487,6 +524,24 @@ def measure_client(
     finally:
         client.stop(grace=2.0)
     return result
+
+
+def wait_until_idle(pid: int, window: float = 0.1, busy: float = 0.005, limit: float = 5.0) -> None:
+    """Wait (at most ``limit`` s) until process ``pid`` uses under ``busy`` s of CPU per ``window``.
+
+    A server still busy after the previous client (tearing down its
+    thousand channels, say) slows whichever client comes next: without
+    this wait, the caioc client that mostly followed pyepics in the
+    rotation connected measurably slower than the one that did not.
+    """
+    deadline = time.monotonic() + limit
+    before = h.process_cpu(pid)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = h.process_cpu(pid)
+        if (now - before).best < busy:
+            return
+        before = now
 
 
 def _udp_port_held(port: int) -> bool:
@@ -574,6 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run no CA repeater (and let no client start one): clients then find a late "
         "server by their search back-off alone",
     )
+    parser.add_argument(
+        "--connect-only",
+        action="store_true",
+        help="measure only the connect case (quick; use --repeats 10 or more: the "
+        "medians are printed too)",
+    )
     args = parser.parse_args(argv)
     repeater = not args.no_repeater
     kinds = [k for k in CLIENTS if k in args.clients.split(",")]
@@ -582,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = dict(QUICK if args.quick else FULL)
     if args.repeats:
         counts["repeats"] = args.repeats
+    if args.connect_only:
+        counts["connect_only"] = True
     repeats = int(counts["repeats"])
     print(
         f"clients {', '.join(kinds)} against softioc {h.package_version('softioc')}; "
@@ -606,8 +669,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for kind in order:
                 print(f"repeat {repeat + 1}/{repeats}: {kind}", file=sys.stderr)
                 time.sleep(0.3)
+                wait_until_idle(server.pid)
                 run = measure_client(kind, env, counts, started)
-                run["late"] = measure_late(kind, float(counts["late_delay"]), started, repeater)
+                if not args.connect_only:
+                    run["late"] = measure_late(kind, float(counts["late_delay"]), started, repeater)
                 runs[kind].append(run)
     print(f"finished in {time.monotonic() - started_at:.0f} s", file=sys.stderr)
 
@@ -622,16 +687,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     headers = ["case", "unit", *kinds, *(f"{a}/{b}" for a, b in pairs)]
     table = []
     for key, label, unit, _, _ in ROWS:
+        if args.connect_only and not key.startswith("connect"):
+            continue
         cells = [label, unit, *(_fmt(figures[key][k]) for k in kinds)]
         cells += [h.format_ratio(h.ratio(figures[key][a], figures[key][b])) for a, b in pairs]
         table.append(cells)
     print()
+    monitor = "" if args.connect_only else f"monitor offered ~{offered:,.0f} puts/s by a libca "
     print(
         f"One softioc server (C rsrv) on loopback; best of {repeats} repeat(s); "
-        f"monitor offered ~{offered:,.0f} puts/s by a libca putter; ratios are "
-        "figure/figure (for s, µs, %, MB below 1.00x is better; for MB/s, ev/s above)."
+        + (f"{monitor}putter; " if monitor else "")
+        + "ratios are figure/figure (for s, µs, %, MB below 1.00x is better; for MB/s, "
+        "ev/s above)."
     )
     print(h.format_table(headers, table, right=set(range(2, len(headers)))))
+    if args.connect_only:
+        medians = {k: statistics.median(r["connect"] for r in runs[k]) for k in kinds}
+        print(
+            "connect, median of the repeats: "
+            + ", ".join(f"{k} {_fmt(medians[k])} s" for k in kinds)
+            + "".join(
+                f"; {a}/{b} {h.format_ratio(h.ratio(medians[a], medians[b]))}" for a, b in pairs
+            )
+        )
     if args.json:
         h.write_json(
             args.json,

@@ -85,6 +85,10 @@ class Circuit:
         #: Search ids already sent on this circuit (name-server circuits).
         self.searched: set[int] = set()
         self._outgoing: list[bytes] = []
+        #: Channels found on this server while the circuit opens.
+        self.waiting: list[Channel] = []
+        #: The task opening the circuit (held: the loop keeps tasks weakly).
+        self.opening: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self._loop.create_connection(lambda: CircuitProtocol(self), *self.address)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,18 @@ log = logging.getLogger("caioc.client")
 #: Seconds between search rounds for a name not found yet: fast at first,
 #: then doubling up to ClientConfig.max_search_interval, as libca backs off.
 FIRST_SEARCH_INTERVAL = 0.03
+#: Names per slice of a search pass, each packed and sent before the next is
+#: encoded: the first slice about fills one datagram (1 kB), so the server
+#: starts answering at once; later ones are larger (fewer, fuller datagrams).
+SEARCH_CHUNKS = (24, 256)
+#: CREATE_CHANs per write when a new circuit opens with many channels
+#: waiting for it (a write per slice, so the server starts early).
+CREATE_CHUNK = 200
+#: Datagrams already queued on the search socket taken in one go after
+#: the one the loop delivers (bounded, so that circuits get their turn).
+DRAIN_DATAGRAMS = 64
+#: Largest datagram read (a UDP payload is at most 64 kB).
+MAX_DATAGRAM = 65536
 #: Seconds between registrations with the repeater until it confirms:
 #: from the first to the longest.
 FIRST_REPEATER_RETRY = 0.05
@@ -78,6 +90,9 @@ SUBSCRIPTION_BACKLOG = 1000
 
 #: The access rights by their two bits, made once.
 _RIGHTS = tuple(AccessRights(bits) for bits in range(4))
+
+#: Every ChannelType by its number, for the connect path.
+_CHANNEL_TYPES = {int(member): member for member in ChannelType}
 
 #: ``callback(channel, connected)``: called on each connection change.
 ConnectionCallback = Callable[["Channel", bool], None]
@@ -193,8 +208,9 @@ class Channel:
 
     def remove_connection_callback(self, callback: ConnectionCallback) -> None:
         """Stop calling ``callback`` (no error if it was not added)."""
-        with contextlib.suppress(ValueError):
-            self._connection_callbacks.remove(callback)
+        callbacks = self._connection_callbacks
+        if callback in callbacks:  # cheaper than suppressing: once per channel in connect()
+            callbacks.remove(callback)
 
     def add_access_callback(self, callback: AccessCallback) -> None:
         """Call ``callback(channel, rights)`` whenever the access rights change.
@@ -235,16 +251,24 @@ class Channel:
             ) from None
 
     def _found(self, circuit: Circuit) -> None:
+        circuit.send_soon(self._create_on(circuit))
+
+    def _create_on(self, circuit: Circuit) -> Command:
+        """Make this channel the circuit's; the CREATE_CHAN to send for it."""
         self.circuit = circuit
-        self.core = circuit.core.create_channel(self.name)
-        circuit.channels[self.core.cid] = self
-        circuit.send_soon(self.core.create())
+        core = self.core = circuit.core.create_channel(self.name)
+        circuit.channels[core.cid] = self
+        return core.create()
 
     def _update(self, command: Command) -> None:
         if type(command) is AccessRightsResponse:
             self._set_access_rights(command[5])  # the raw field: cheaper than the property
             return
-        self.native_type = ChannelType(command.data_type)  # type: ignore[attr-defined]
+        data_type = command.data_type  # type: ignore[attr-defined]
+        try:
+            self.native_type = _CHANNEL_TYPES[data_type]  # an enum call costs more
+        except KeyError:
+            self.native_type = ChannelType(data_type)  # raises, naming the number
         self.native_count = command.data_count  # type: ignore[attr-defined]
         self.connected.set()
         for subscription in self.subscriptions:  # re-establish after a reconnect
@@ -377,11 +401,26 @@ class Channel:
 
 
 class _SearchProtocol(asyncio.DatagramProtocol):
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, sock: socket.socket) -> None:
         self.context = context
+        self.sock = sock  # non-blocking, as the transport made it
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.context._search_reply(data, addr)
+        handle = self.context._search_reply
+        handle(data, addr)
+        # The loop hands over one datagram per wake-up, and the answers to
+        # a batch of searches arrive as dozens: take those queued already,
+        # so that the CREATE_CHANs they cause leave in one write, not one
+        # write (and one loop iteration) per datagram.
+        for _ in range(DRAIN_DATAGRAMS):
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                self.error_received(error)
+                return
+            handle(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("search socket: %s", exc)
@@ -430,7 +469,9 @@ class Context:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.bind(("0.0.0.0", 0))
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _SearchProtocol(self), sock=sock)
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _SearchProtocol(self, sock), sock=sock
+        )
         self._search_wakeup = asyncio.Event()
         self._task = loop.create_task(self._search_loop())
         if self.config.use_repeater:
@@ -483,7 +524,8 @@ class Context:
                 if not pending and not done.done():
                     done.set_result(None)
 
-        for channel in pending:
+        waited = list(pending)
+        for channel in waited:
             channel.add_connection_callback(connected)
         try:
             await asyncio.wait_for(done, timeout)
@@ -491,7 +533,7 @@ class Context:
             for channel in channels:
                 await channel.wait_for_connection(0)  # names the first one missing
         finally:
-            for channel in channels:
+            for channel in waited:
                 channel.remove_connection_callback(connected)
         return channels
 
@@ -557,10 +599,15 @@ class Context:
         names = {cid: self._searching[cid].name for cid in cids}
         if self.config.search_addresses:
             # Pack as libca does: VERSION, then as many SEARCHes as fit 1 kB.
-            for datagram in _search_datagrams(self.broadcaster, names):
-                for address in self.config.search_addresses:
-                    with contextlib.suppress(OSError):
-                        self._udp.sendto(datagram, address)
+            # Each slice goes out as soon as it is packed, the first one
+            # small: the server answers the first names while the rest are
+            # still being encoded (a thousand names take milliseconds).
+            udp, addresses = self._udp, self.config.search_addresses
+            for chunk in _chunks(names, SEARCH_CHUNKS):
+                for datagram in _search_datagrams(self.broadcaster, chunk):
+                    for address in addresses:
+                        with contextlib.suppress(OSError):
+                            udp.sendto(datagram, address)
         for circuit in list(self.name_servers.values()):
             self._search_over_tcp(circuit, names)
 
@@ -632,11 +679,21 @@ class Context:
         channel._search_cid = None
         ip = command.parameter1
         host = sender if ip == 0xFFFFFFFF else ipv4_from_int(ip)
-        circuit = self.circuits.get((host, command.port, channel.priority))
-        if circuit is not None and circuit.ready.done() and circuit.ready.exception() is None:
-            channel._found(circuit)  # the usual case: no task needed
-        else:
-            asyncio.get_running_loop().create_task(self._attach(channel, (host, command.port)))
+        key = (host, command.port, channel.priority)
+        circuit = self.circuits.get(key)
+        if circuit is None:
+            # The first answer from this server: open its circuit; channels
+            # found meanwhile wait in a list on it, not in a task each.
+            self._priorities.add(channel.priority)
+            circuit = self.circuits[key] = Circuit(self, key[:2], channel.priority)
+            circuit.waiting.append(channel)
+            circuit.opening = asyncio.get_running_loop().create_task(self._open(circuit, key))
+        elif not circuit.ready.done():
+            circuit.waiting.append(channel)
+        elif circuit.ready.exception() is None:
+            channel._found(circuit)  # the usual case
+        else:  # pragma: no cover  (a failed circuit leaves self.circuits at once)
+            self._search(channel)
 
     def _beacon(self, beacon: RsrvIsUpResponse, addr: tuple[str, int]) -> None:
         host = beacon.address if beacon.address != "0.0.0.0" else addr[0]
@@ -681,35 +738,53 @@ class Context:
             await asyncio.sleep(interval)
             interval = min(interval * 2, REPEATER_RETRY)
 
-    async def _attach(self, channel: Channel, address: tuple[str, int]) -> None:
-        key = (*address, channel.priority)
-        circuit = self.circuits.get(key)
-        self._priorities.add(channel.priority)
-        if circuit is None:
-            circuit = self.circuits[key] = Circuit(self, address, channel.priority)
-            try:
-                await circuit.open()
-            except OSError as error:
-                log.warning("cannot connect to %s:%d: %s", *address, error)
-                self.circuits.pop(key, None)
-                circuit.ready.set_exception(Disconnected(str(error)))
-                circuit.ready.exception()  # retrieved: waiters search again below
-                self._search(channel)
-                return
-            circuit.ready.set_result(None)
-        else:
-            try:
-                await circuit.ready
-            except Disconnected:
-                self._search(channel)
-                return
-        if not channel.closed:
-            channel._found(circuit)
+    async def _open(self, circuit: Circuit, key: tuple[str, int, int]) -> None:
+        """Open a new circuit, then create on it every channel waiting for it."""
+        try:
+            await circuit.open()
+        except OSError as error:
+            log.warning("cannot connect to %s:%d: %s", *circuit.address, error)
+            if self.circuits.get(key) is circuit:
+                del self.circuits[key]
+            circuit.ready.set_exception(Disconnected(str(error)))
+            circuit.ready.exception()  # retrieved: the waiters search again
+            waiting, circuit.waiting = circuit.waiting, []
+            for channel in waiting:
+                if not channel.closed:
+                    self._search(channel)
+            return
+        circuit.ready.set_result(None)
+        waiting, circuit.waiting = circuit.waiting, []
+        # CREATE_CHANs in slices, one write each: the server starts on the
+        # first while the rest are encoded.
+        try:
+            for start in range(0, len(waiting), CREATE_CHUNK):
+                requests = [
+                    channel._create_on(circuit)
+                    for channel in waiting[start : start + CREATE_CHUNK]
+                    if not channel.closed
+                ]
+                if requests:
+                    circuit.send(*requests)
+        except Disconnected as error:  # gone as soon as opened: search again
+            for channel in waiting:
+                if not channel.closed and not channel.connected.is_set():
+                    channel._lost(str(error))
 
     def _circuit_lost(self, circuit: Circuit) -> None:
         key = (*circuit.address, circuit.core.priority)
         if self.circuits.get(key) is circuit:
             del self.circuits[key]
+
+
+def _chunks(names: dict[int, str], sizes: tuple[int, ...]) -> Iterator[dict[int, str]]:
+    """``names`` in slices of ``sizes[0]``, ``sizes[1]`` ..., the last size repeated."""
+    items = list(names.items())
+    start, index = 0, 0
+    while start < len(items):
+        size = sizes[min(index, len(sizes) - 1)]
+        yield dict(items[start : start + size])
+        start, index = start + size, index + 1
 
 
 def _search_datagrams(broadcaster: Broadcaster, names: dict[int, str]) -> list[bytes]:
