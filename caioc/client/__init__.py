@@ -1,9 +1,12 @@
 """Channel Access clients on the core: asyncio first.
 
 ``async with Context() as ctx: (pv,) = await ctx.connect("name")`` then
-``await pv.read()``, ``await pv.write(value)``, ``await pv.subscribe()``.
+``await pv.read()``, ``await pv.write(value)``, ``await pv.subscribe()``;
+:class:`ThreadedContext` does the same from threads, and :mod:`.sync`
+offers one-shot ``read``/``write``/``monitor`` calls for scripts.
 """
 
+from . import sync
 from ._config import ClientConfig
 from ._context import (
     AccessCallback,
@@ -33,4 +36,5 @@ __all__ = [
     "Subscription",
     "ThreadedContext",
     "shared_context",
+    "sync",
 ]
