@@ -26,38 +26,31 @@ character device. What it does with the library:
 from __future__ import annotations
 
 import datetime
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from ._clock import REAL_CLOCK, Clock
-from ._errors import PinError
-from .gpio import Direction, Edge, GPIOBackend, Pin, Pull
-from .gpio_support import CHIP_LABELS, EdgeWatcher, SoftwarePWM, find_chip
+from ._clock import Clock
+from .gpio import Direction, Edge, Pull
+from .gpio_support import (
+    ConfiguredPin,
+    EdgeWatcher,
+    HardwareBackend,
+    SoftwarePWM,
+    find_chip,
+    import_library,
+    wanted_labels,
+)
 
 __all__ = ["GpiodBackend", "GpiodPin"]
 
 
-def _library() -> Any:
-    # Imported here, not at module level: caioc imports without gpiod.
-    return importlib.import_module("gpiod")
-
-
-class GpiodPin(Pin):
+class GpiodPin(ConfiguredPin):
     """One line of a :class:`GpiodBackend`, held by its own line request."""
 
     backend: GpiodBackend
 
     def __init__(self, backend: GpiodBackend, number: int) -> None:
         super().__init__(backend, number)
-        self._direction = Direction.INPUT
-        self._pull = Pull.NONE
-        self._edge_setting = Edge.NONE
-        self._debounce: float | None = None
-        self._output = 0
-        self._pwm: SoftwarePWM | None = None
-        self._frequency: float | None = None
-        self._duty_cycle = 0.0
         self._watched = False
         self._request: Any = backend._chip.request_lines(
             config={number: self._settings()}, consumer=backend.consumer
@@ -89,7 +82,7 @@ class GpiodPin(Pin):
                 options["debounce_period"] = datetime.timedelta(seconds=self._debounce)
         return gpiod.LineSettings(**options)
 
-    def _reconfigure(self) -> None:
+    def _apply(self) -> None:
         self._request.reconfigure_lines(config={self.number: self._settings()})
         self._watch(self._direction is Direction.INPUT and self._edge_setting is not Edge.NONE)
 
@@ -106,93 +99,21 @@ class GpiodPin(Pin):
         for event in self._request.read_edge_events():
             self._edge_detected(1 if event.event_type == rising else 0, event.timestamp_ns / 1e9)
 
-    # The contract.
-
-    def _get_direction(self) -> Direction:
-        return self._direction
-
-    def _set_direction(self, direction: Direction) -> None:
-        if direction is self._direction:
-            return
-        if direction is Direction.INPUT:
-            self._stop_pwm()
-        self._direction = direction
-        self._reconfigure()
+    # The contract, with what ConfiguredPin leaves to a backend.
 
     def _get_value(self) -> int:
         active = self.backend._gpiod.line.Value.ACTIVE
         return 1 if self._request.get_value(self.number) == active else 0
 
-    def _set_value(self, value: int) -> None:
-        self._stop_pwm()
-        self._output = value
-        self._write(value)
-
     def _write(self, value: int) -> None:
         line = self.backend._gpiod.line
         self._request.set_value(self.number, line.Value.ACTIVE if value else line.Value.INACTIVE)
 
-    def output_with_value(self, value: int | bool) -> None:
-        """Make the pin an output at *value* in one reconfiguration (no glitch)."""
-        self._check()
-        self._stop_pwm()
-        self._output = 1 if value else 0
-        self._direction = Direction.OUTPUT
-        self._reconfigure()
-
-    def _get_pull(self) -> Pull:
-        return self._pull
-
-    def _set_pull(self, pull: Pull) -> None:
-        self._pull = pull
-        self._reconfigure()
-
-    def _set_edges(self, edges: Edge) -> None:
-        if edges is not Edge.NONE and self._direction is not Direction.INPUT:
-            raise PinError(f"{self.name} is an output; only inputs report edges")
-        self._edge_setting = edges
-        self._reconfigure()
-
-    def _set_bounce(self, seconds: float | None) -> None:
-        self._debounce = seconds
-        if self._direction is Direction.INPUT:
-            self._reconfigure()
-
-    def _get_frequency(self) -> float | None:
-        return self._frequency
-
-    def _set_frequency(self, hz: float | None) -> None:
-        if hz is None:
-            self._stop_pwm()
-            self._write(self._output)
-            return
-        if self._direction is not Direction.OUTPUT:
-            self.output_with_value(0)
-        self._frequency = hz
-        self._start_pwm()
-
-    def _get_duty_cycle(self) -> float:
-        return self._duty_cycle
-
-    def _set_duty_cycle(self, fraction: float) -> None:
-        self._duty_cycle = fraction
-        if self._frequency is None:
-            self._set_frequency(self.backend.default_pwm_frequency)
-        else:
-            self._start_pwm()
-
-    def _start_pwm(self) -> None:
+    def _update_pwm(self) -> None:
         assert self._frequency is not None
         if self._pwm is None:
             self._pwm = SoftwarePWM(self._write, self.name)
         self._pwm.configure(self._frequency, self._duty_cycle)
-
-    def _stop_pwm(self) -> None:
-        if self._pwm is not None:
-            self._pwm.stop()
-            self._pwm = None
-        self._frequency = None
-        self._duty_cycle = 0.0
 
     def _close(self) -> None:
         self._stop_pwm()
@@ -200,7 +121,7 @@ class GpiodPin(Pin):
         self._request.release()
 
 
-class GpiodBackend(GPIOBackend):
+class GpiodBackend(HardwareBackend):
     """GPIO through libgpiod v2.
 
     *chip* is a path (``/dev/gpiochip0``); without one the chip is found by
@@ -210,8 +131,6 @@ class GpiodBackend(GPIOBackend):
     """
 
     name = "gpiod"
-    default_pwm_frequency = 100.0
-    """The frequency PWM starts at when only a duty cycle is set (Hz)."""
 
     def __init__(
         self,
@@ -221,13 +140,11 @@ class GpiodBackend(GPIOBackend):
         consumer: str = "caioc",
         clock: Clock | None = None,
     ) -> None:
-        super().__init__()
-        self._gpiod = _library()
-        self.clock = clock or REAL_CLOCK
+        super().__init__(clock)
+        self._gpiod = import_library("gpiod")
         self.consumer = consumer
         if chip is None:
-            labels = CHIP_LABELS if label is None else [label] if isinstance(label, str) else label
-            chip = find_chip(self._label_of, labels)
+            chip = find_chip(self._label_of, wanted_labels(label))
         self._chip: Any = self._gpiod.Chip(chip)
         info = self._chip.get_info()
         self.chip_path: str = chip

@@ -19,16 +19,15 @@ Raspberry Pi, the Pi 5 included. What it does with the library:
 
 from __future__ import annotations
 
-import importlib
 import re
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from ._clock import REAL_CLOCK, Clock
+from ._clock import Clock
 from ._errors import PinError
-from .gpio import Direction, Edge, GPIOBackend, Pin, Pull
-from .gpio_support import CHIP_LABELS, find_chip
+from .gpio import Direction, Edge, Pull
+from .gpio_support import ConfiguredPin, HardwareBackend, find_chip, import_library, wanted_labels
 
 __all__ = ["LgpioBackend", "LgpioPin"]
 
@@ -36,12 +35,7 @@ __all__ = ["LgpioBackend", "LgpioPin"]
 _WATCHDOG = 2
 
 
-def _library() -> Any:
-    # Imported here, not at module level: caioc imports without lgpio.
-    return importlib.import_module("lgpio")
-
-
-class LgpioPin(Pin):
+class LgpioPin(ConfiguredPin):
     """One GPIO claimed through lgpio."""
 
     backend: LgpioBackend
@@ -50,16 +44,9 @@ class LgpioPin(Pin):
         super().__init__(backend, number)
         self._lgpio = backend._lgpio
         self._handle = backend._handle
-        self._direction = Direction.INPUT
-        self._pull = Pull.NONE
-        self._edge_setting = Edge.NONE
-        self._debounce: float | None = None
-        self._output = 0
-        self._frequency: float | None = None
-        self._duty_cycle = 0.0
         self._callback: Any = None
         self._claimed = False
-        self._claim()
+        self._apply()
 
     def _flags(self) -> int:
         lgpio = self._lgpio
@@ -69,7 +56,7 @@ class LgpioPin(Pin):
             Pull.DOWN: lgpio.SET_PULL_DOWN,
         }[self._pull]
 
-    def _claim(self) -> None:
+    def _apply(self) -> None:
         """(Re)claim the line as what this pin is set to now."""
         lgpio = self._lgpio
         self._release()
@@ -101,47 +88,13 @@ class LgpioPin(Pin):
             return
         self._edge_detected(level, self.backend._to_clock(timestamp))
 
-    # The contract.
-
-    def _get_direction(self) -> Direction:
-        return self._direction
-
-    def _set_direction(self, direction: Direction) -> None:
-        if direction is self._direction:
-            return
-        if direction is Direction.INPUT:
-            self._stop_pwm()
-        self._direction = direction
-        self._claim()
+    # The contract, with what ConfiguredPin leaves to a backend.
 
     def _get_value(self) -> int:
         return 1 if self._lgpio.gpio_read(self._handle, self.number) else 0
 
-    def _set_value(self, value: int) -> None:
-        self._stop_pwm()
-        self._output = value
+    def _write(self, value: int) -> None:
         self._lgpio.gpio_write(self._handle, self.number, value)
-
-    def output_with_value(self, value: int | bool) -> None:
-        """Make the pin an output at *value* in one claim (no glitch)."""
-        self._check()
-        self._stop_pwm()
-        self._output = 1 if value else 0
-        self._direction = Direction.OUTPUT
-        self._claim()
-
-    def _get_pull(self) -> Pull:
-        return self._pull
-
-    def _set_pull(self, pull: Pull) -> None:
-        self._pull = pull
-        self._claim()
-
-    def _set_edges(self, edges: Edge) -> None:
-        if edges is not Edge.NONE and self._direction is not Direction.INPUT:
-            raise PinError(f"{self.name} is an output; only inputs report edges")
-        self._edge_setting = edges
-        self._claim()
 
     def _set_bounce(self, seconds: float | None) -> None:
         self._debounce = seconds
@@ -150,30 +103,7 @@ class LgpioPin(Pin):
                 self._handle, self.number, round((seconds or 0.0) * 1e6)
             )
 
-    def _get_frequency(self) -> float | None:
-        return self._frequency
-
-    def _set_frequency(self, hz: float | None) -> None:
-        if hz is None:
-            self._stop_pwm()
-            self._lgpio.gpio_write(self._handle, self.number, self._output)
-            return
-        if self._direction is not Direction.OUTPUT:
-            self.output_with_value(0)
-        self._frequency = hz
-        self._send_pwm()
-
-    def _get_duty_cycle(self) -> float:
-        return self._duty_cycle
-
-    def _set_duty_cycle(self, fraction: float) -> None:
-        self._duty_cycle = fraction
-        if self._frequency is None:
-            self._set_frequency(self.backend.default_pwm_frequency)
-        else:
-            self._send_pwm()
-
-    def _send_pwm(self) -> None:
+    def _update_pwm(self) -> None:
         assert self._frequency is not None
         self._lgpio.tx_pwm(self._handle, self.number, self._frequency, self._duty_cycle * 100.0)
 
@@ -188,7 +118,7 @@ class LgpioPin(Pin):
         self._release()
 
 
-class LgpioBackend(GPIOBackend):
+class LgpioBackend(HardwareBackend):
     """GPIO through lgpio.
 
     *chip* is a gpiochip number; without one the chip is found by *label*
@@ -196,8 +126,6 @@ class LgpioBackend(GPIOBackend):
     """
 
     name = "lgpio"
-    default_pwm_frequency = 100.0
-    """The frequency PWM starts at when only a duty cycle is set (Hz)."""
 
     def __init__(
         self,
@@ -206,12 +134,10 @@ class LgpioBackend(GPIOBackend):
         label: str | Iterable[str] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        super().__init__()
-        self._lgpio = _library()
-        self.clock = clock or REAL_CLOCK
+        super().__init__(clock)
+        self._lgpio = import_library("lgpio")
         if chip is None:
-            labels = CHIP_LABELS if label is None else [label] if isinstance(label, str) else label
-            chip = self._number_of(find_chip(self._label_of, labels))
+            chip = self._number_of(find_chip(self._label_of, wanted_labels(label)))
         self._handle: int = self._lgpio.gpiochip_open(chip)
         _, lines, _, chip_label = self._lgpio.gpio_get_chip_info(self._handle)
         self.chip_number = chip

@@ -20,22 +20,17 @@ does with the library:
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from ._clock import REAL_CLOCK, Clock
-from ._errors import BackendUnavailable, PinError
-from .gpio import Direction, Edge, GPIOBackend, Pin, Pull
+from ._clock import Clock
+from ._errors import BackendUnavailable
+from .gpio import Direction, Edge, Pull
+from .gpio_support import ConfiguredPin, HardwareBackend, import_library
 
 __all__ = ["RPiGPIOBackend", "RPiGPIOPin"]
 
 
-def _library() -> Any:
-    # Imported here, not at module level: RPi.GPIO raises on import off a Pi.
-    return importlib.import_module("RPi.GPIO")
-
-
-class RPiGPIOPin(Pin):
+class RPiGPIOPin(ConfiguredPin):
     """One channel of RPi.GPIO, in BCM numbering."""
 
     backend: RPiGPIOBackend
@@ -43,16 +38,9 @@ class RPiGPIOPin(Pin):
     def __init__(self, backend: RPiGPIOBackend, number: int) -> None:
         super().__init__(backend, number)
         self._gpio = backend._gpio
-        self._direction = Direction.INPUT
-        self._pull = Pull.NONE
-        self._edge_setting = Edge.NONE
-        self._pwm: Any = None
-        self._frequency: float | None = None
-        self._duty_cycle = 0.0
-        self._output = 0
-        self._setup()
+        self._apply()
 
-    def _setup(self) -> None:
+    def _apply(self) -> None:
         gpio = self._gpio
         self._stop_detection()
         if self._direction is Direction.OUTPUT:
@@ -82,46 +70,21 @@ class RPiGPIOPin(Pin):
         level = self._gpio.input(channel)
         self._edge_detected(1 if level else 0, self.backend.clock.monotonic())
 
-    # The contract.
-
-    def _get_direction(self) -> Direction:
-        return self._direction
-
-    def _set_direction(self, direction: Direction) -> None:
-        if direction is self._direction:
-            return
-        if direction is Direction.INPUT:
-            self._stop_pwm()
-        self._direction = direction
-        self._setup()
+    # The contract, with what ConfiguredPin leaves to a backend.
 
     def _get_value(self) -> int:
         return 1 if self._gpio.input(self.number) else 0
 
-    def _set_value(self, value: int) -> None:
-        self._stop_pwm()
-        self._output = value
+    def _write(self, value: int) -> None:
         self._gpio.output(self.number, value)
-
-    def output_with_value(self, value: int | bool) -> None:
-        """Make the pin an output at *value* in one ``setup`` (no glitch)."""
-        self._check()
-        self._stop_pwm()
-        self._output = 1 if value else 0
-        self._direction = Direction.OUTPUT
-        self._setup()
-
-    def _get_pull(self) -> Pull:
-        return self._pull
 
     def _set_pull(self, pull: Pull) -> None:
         self._pull = pull
         if self._direction is Direction.INPUT:
-            self._setup()
+            self._apply()
 
     def _set_edges(self, edges: Edge) -> None:
-        if edges is not Edge.NONE and self._direction is not Direction.INPUT:
-            raise PinError(f"{self.name} is an output; only inputs report edges")
+        self._check_edges(edges)
         self._stop_detection()
         self._edge_setting = edges
         self._start_detection()
@@ -133,16 +96,7 @@ class RPiGPIOPin(Pin):
             self._bounce = seconds
             self._start_detection()
 
-    def _get_frequency(self) -> float | None:
-        return self._frequency
-
-    def _set_frequency(self, hz: float | None) -> None:
-        if hz is None:
-            self._stop_pwm()
-            self._gpio.output(self.number, self._output)
-            return
-        if self._direction is not Direction.OUTPUT:
-            self.output_with_value(0)
+    def _run_pwm(self, hz: float) -> None:
         if self._pwm is None:
             self._pwm = self._gpio.PWM(self.number, hz)
             self._pwm.start(self._duty_cycle * 100.0)
@@ -150,22 +104,8 @@ class RPiGPIOPin(Pin):
             self._pwm.ChangeFrequency(hz)
         self._frequency = hz
 
-    def _get_duty_cycle(self) -> float:
-        return self._duty_cycle
-
-    def _set_duty_cycle(self, fraction: float) -> None:
-        self._duty_cycle = fraction
-        if self._pwm is None:
-            self._set_frequency(self.backend.default_pwm_frequency)
-        else:
-            self._pwm.ChangeDutyCycle(fraction * 100.0)
-
-    def _stop_pwm(self) -> None:
-        if self._pwm is not None:
-            self._pwm.stop()
-            self._pwm = None
-        self._frequency = None
-        self._duty_cycle = 0.0
+    def _update_pwm(self) -> None:
+        self._pwm.ChangeDutyCycle(self._duty_cycle * 100.0)
 
     def _close(self) -> None:
         self._stop_pwm()
@@ -173,19 +113,16 @@ class RPiGPIOPin(Pin):
         self._gpio.cleanup(self.number)
 
 
-class RPiGPIOBackend(GPIOBackend):
+class RPiGPIOBackend(HardwareBackend):
     """GPIO through RPi.GPIO, numbered by BCM; see the module docstring."""
 
     name = "rpigpio"
     pin_numbers = range(28)
     """The header's GPIOs: RPi.GPIO's BCM mode reaches GPIO0 to GPIO27."""
-    default_pwm_frequency = 100.0
-    """The frequency PWM starts at when only a duty cycle is set (Hz)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
-        super().__init__()
-        self._gpio = _library()
-        self.clock = clock or REAL_CLOCK
+        super().__init__(clock)
+        self._gpio = import_library("RPi.GPIO")
         mode = self._gpio.getmode()
         if mode not in (None, self._gpio.BCM):
             raise BackendUnavailable(

@@ -13,22 +13,41 @@
 * :class:`SoftwarePWM` drives a line from a thread, for libraries (gpiod)
   that have no PWM of their own. Its timing is only as good as the
   scheduler's: fine for dimming an LED or a slow heater, not for servos.
+* :class:`ConfiguredPin` keeps what a pin is set to (direction, output
+  level, pull, edges, debounce, PWM) and re-applies it through one
+  ``_apply()`` that each backend writes for its library;
+  :class:`HardwareBackend` is what the hardware backends share.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
 import logging
 import os
 import re
 import selectors
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from ._errors import BackendUnavailable
+from ._clock import REAL_CLOCK, Clock
+from ._errors import BackendUnavailable, PinError
+from .gpio import Direction, Edge, GPIOBackend, Pin, Pull
 
-__all__ = ["CHIP_GLOB", "CHIP_LABELS", "EdgeWatcher", "SoftwarePWM", "chip_paths", "find_chip"]
+__all__ = [
+    "CHIP_GLOB",
+    "CHIP_LABELS",
+    "ConfiguredPin",
+    "EdgeWatcher",
+    "HardwareBackend",
+    "SoftwarePWM",
+    "chip_paths",
+    "find_chip",
+    "import_library",
+    "wanted_labels",
+]
 
 _log = logging.getLogger("caioc.hw")
 
@@ -47,6 +66,20 @@ def chip_paths(pattern: str | None = None) -> list[str]:
         return (int(match.group(1)) if match else -1, path)
 
     return sorted(glob.glob(pattern or CHIP_GLOB), key=number)
+
+
+def wanted_labels(label: str | Iterable[str] | None) -> Iterable[str]:
+    """The chip labels to look for: *label* (one or several), else :data:`CHIP_LABELS`."""
+    return CHIP_LABELS if label is None else [label] if isinstance(label, str) else label
+
+
+def import_library(name: str) -> Any:
+    """The module *name*, imported when a backend is made.
+
+    Not at module level: caioc imports without the library (and RPi.GPIO
+    raises on import off a Raspberry Pi).
+    """
+    return importlib.import_module(name)
 
 
 def find_chip(
@@ -218,3 +251,139 @@ class SoftwarePWM:
                     continue
                 self._write(0)
                 self._condition.wait_for(changed, (1.0 - duty) * period)
+
+
+class HardwareBackend(GPIOBackend):
+    """What the hardware backends share: their clock and PWM's default frequency."""
+
+    default_pwm_frequency = 100.0
+    """The frequency PWM starts at when only a duty cycle is set (Hz)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        super().__init__()
+        self.clock = clock or REAL_CLOCK
+
+
+class ConfiguredPin(Pin):
+    """A pin that keeps what it is set to and applies it all at once.
+
+    A backend's pin class implements :meth:`_apply` (configure the line as
+    these attributes say), :meth:`_write` (drive the output),
+    :meth:`_update_pwm` and ``_get_value``, and overrides :meth:`_run_pwm`
+    and :meth:`_stop_pwm` where its PWM is not an object in ``self._pwm``.
+    The constructor does not apply: a subclass sets up its own state first,
+    then calls ``self._apply()``.
+    """
+
+    backend: HardwareBackend
+
+    def __init__(self, backend: HardwareBackend, number: int) -> None:
+        super().__init__(backend, number)
+        self._direction = Direction.INPUT
+        self._pull = Pull.NONE
+        self._edge_setting = Edge.NONE
+        self._debounce: float | None = None
+        self._output = 0
+        self._frequency: float | None = None
+        self._duty_cycle = 0.0
+        self._pwm: Any = None
+
+    def _apply(self) -> None:
+        """Configure the line as this pin is set to now."""
+        raise NotImplementedError
+
+    def _write(self, value: int) -> None:
+        """Drive the output line to *value*."""
+        raise NotImplementedError
+
+    def _run_pwm(self, hz: float) -> None:
+        """Run PWM at *hz* with the current duty cycle (the pin is an output).
+
+        By default: keep *hz* and let :meth:`_update_pwm` (re)start PWM.
+        """
+        self._frequency = hz
+        self._update_pwm()
+
+    def _update_pwm(self) -> None:
+        """Pass the frequency and duty cycle to PWM, starting it if it is not running."""
+        raise NotImplementedError
+
+    def _stop_pwm(self) -> None:
+        """Stop PWM, if it runs, and forget its frequency and duty cycle.
+
+        By default PWM is an object in ``self._pwm`` with a ``stop()`` method.
+        """
+        if self._pwm is not None:
+            self._pwm.stop()
+            self._pwm = None
+        self._frequency = None
+        self._duty_cycle = 0.0
+
+    def _check_edges(self, edges: Edge) -> None:
+        if edges is not Edge.NONE and self._direction is not Direction.INPUT:
+            raise PinError(f"{self.name} is an output; only inputs report edges")
+
+    # The contract.
+
+    def _get_direction(self) -> Direction:
+        return self._direction
+
+    def _set_direction(self, direction: Direction) -> None:
+        if direction is self._direction:
+            return
+        if direction is Direction.INPUT:
+            self._stop_pwm()
+        self._direction = direction
+        self._apply()
+
+    def _set_value(self, value: int) -> None:
+        self._stop_pwm()
+        self._output = value
+        self._write(value)
+
+    def output_with_value(self, value: int | bool) -> None:
+        """Make the pin an output at *value* in one step (no glitch)."""
+        self._check()
+        self._stop_pwm()
+        self._output = 1 if value else 0
+        self._direction = Direction.OUTPUT
+        self._apply()
+
+    def _get_pull(self) -> Pull:
+        return self._pull
+
+    def _set_pull(self, pull: Pull) -> None:
+        self._pull = pull
+        self._apply()
+
+    def _set_edges(self, edges: Edge) -> None:
+        self._check_edges(edges)
+        self._edge_setting = edges
+        self._apply()
+
+    def _set_bounce(self, seconds: float | None) -> None:
+        self._debounce = seconds
+        if self._direction is Direction.INPUT:
+            self._apply()
+
+    def _get_frequency(self) -> float | None:
+        return self._frequency
+
+    def _set_frequency(self, hz: float | None) -> None:
+        if hz is None:
+            self._stop_pwm()
+            self._write(self._output)
+            return
+        if self._direction is not Direction.OUTPUT:
+            self.output_with_value(0)
+        self._run_pwm(hz)
+
+    def _get_duty_cycle(self) -> float:
+        return self._duty_cycle
+
+    def _set_duty_cycle(self, fraction: float) -> None:
+        self._duty_cycle = fraction
+        if self._frequency is None:
+            self._set_frequency(self.backend.default_pwm_frequency)
+        else:
+            self._update_pwm()
