@@ -41,9 +41,9 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from caioc.ca import AlarmSeverity, AlarmStatus
 from caioc.hw import BadReply, reading, setting
 
+from ._adc import ClippedReadings
 from ._i2c_sensor import BusSpec, I2CSensor
 from ._registry import DriverInfo, register
 from ._sim_ads1115 import SimulatedADS1115, simulate
@@ -104,7 +104,7 @@ def _lookup(table: dict[Any, int], value: Any, what: str) -> Any:
     raise ValueError(f"{what} must be one of {', '.join(map(str, table))}, not {value!r}")
 
 
-class ADS1115(I2CSensor):
+class ADS1115(ClippedReadings, I2CSensor):
     """A TI ADS1115; :func:`make_ads1115` builds one with its channel PVs."""
 
     default_address = 0x48
@@ -129,7 +129,6 @@ class ADS1115(I2CSensor):
     ) -> None:
         self.volts = _lookup(FULL_SCALE, full_scale, "full_scale")
         self.rate = _lookup(DATA_RATE, data_rate, "data_rate")
-        self._clipped: set[str] = set()
         super().__init__(prefix, bus=bus, address=address)
         self.full_scale.set_nowait(_FULL_SCALES.index(self.volts))
         self.data_rate.set_nowait(_DATA_RATES.index(self.rate))
@@ -184,20 +183,6 @@ class ADS1115(I2CSensor):
         code -= (code & 0x8000) << 1
         return code, code * volts / 32768
 
-    async def post(self, attribute: str, value: Any, *, timestamp: float | None = None) -> None:
-        """Publish a reading; one at the full scale gets HWLIMIT/INVALID."""
-        if attribute in self._clipped:
-            self._clipped.discard(attribute)
-            channel = getattr(self, attribute)
-            await channel.set(
-                value,
-                status=AlarmStatus.HWLIMIT,
-                severity=AlarmSeverity.INVALID,
-                timestamp=timestamp,
-            )
-            return
-        await super().post(attribute, value, timestamp=timestamp)
-
     @full_scale.writer  # type: ignore[no-redef]
     async def full_scale(self, value: Any) -> None:
         index = value if isinstance(value, int) else _choice(self.full_scale, value)
@@ -216,7 +201,7 @@ def _channel_reader(name: str, mux: int) -> Callable[[ADS1115], Awaitable[float]
     async def read(self: ADS1115) -> float:
         code, volts = await self.measured(lambda: self.convert(mux))
         if code in (32767, -32768):
-            self._clipped.add(name)
+            self.mark_clipped(name)
         return volts
 
     return read

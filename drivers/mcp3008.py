@@ -47,10 +47,9 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from caioc.ca import AlarmSeverity, AlarmStatus
+from caioc.ca import AlarmSeverity
 from caioc.hw import (
     BadReply,
-    Device,
     DeviceClosed,
     SPIBus,
     SPIDevice,
@@ -59,6 +58,7 @@ from caioc.hw import (
 )
 from caioc.hw._device import classify
 
+from ._adc import ClippedReadings
 from ._registry import DriverInfo, register
 from ._sim_mcp3008 import DIFFERENTIAL_PAIRS, SimulatedMCP3008, simulate
 
@@ -136,7 +136,7 @@ def _split_name(spec: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-class MCP3008(Device):
+class MCP3008(ClippedReadings):
     """A Microchip MCP3008; :func:`make_mcp3008` builds one with its channel PVs."""
 
     #: ``((pv_name, channel), ...)``: set by the subclass :func:`make_mcp3008` builds.
@@ -164,7 +164,6 @@ class MCP3008(Device):
         self._bus: SPIBus | None = None
         self._owns_bus = False
         self._chip: SPIDevice | None = None
-        self._clipped: set[str] = set()
         #: One conversion at a time (the part has one converter).
         self.lock = asyncio.Lock()
         super().__init__(prefix)
@@ -250,20 +249,6 @@ class MCP3008(Device):
         code = decode(reply)
         return code, code * vref / 1024
 
-    async def post(self, attribute: str, value: Any, *, timestamp: float | None = None) -> None:
-        """Publish a reading; one at the full code gets HWLIMIT/INVALID."""
-        if attribute in self._clipped:
-            self._clipped.discard(attribute)
-            channel = getattr(self, attribute)
-            await channel.set(
-                value,
-                status=AlarmStatus.HWLIMIT,
-                severity=AlarmSeverity.INVALID,
-                timestamp=timestamp,
-            )
-            return
-        await super().post(attribute, value, timestamp=timestamp)
-
 
 def _channel_reader(name: str, channel: str) -> Callable[[MCP3008], Awaitable[float]]:
     """The read function of the channel PV *name* (its code goes to ``name_raw``)."""
@@ -277,7 +262,7 @@ def _channel_reader(name: str, channel: str) -> Callable[[MCP3008], Awaitable[fl
             raise
         await self.post(f"{name}_raw", code)
         if code == FULL_CODE:
-            self._clipped.add(name)
+            self.mark_clipped(name)
         return volts
 
     return read

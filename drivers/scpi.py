@@ -64,11 +64,20 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from caioc.ca import AlarmSeverity, AlarmStatus
-from caioc.hw import BadReply, Device, DeviceClosed, HardwareError, SerialPort, reading, setting
+from caioc.hw import BadReply, HardwareError, reading, setting
 from caioc.hw.serial import LineBinding, line_reading
 from caioc.ioc import pvproperty
 
 from ._registry import DriverInfo, register
+from ._serial_instrument import (
+    FRAMING,
+    PV_OPTIONS,
+    PortSpec,
+    SerialInstrument,
+    check_quantity_name,
+    port_spec,
+    take_framing,
+)
 from ._sim_scpi import SimulatedPowerSupply, simulate
 
 __all__ = [
@@ -231,10 +240,7 @@ class Command(setting):
         return parse_number(reply)
 
 
-PortSpec = SerialPort | str | Callable[[], SerialPort]
-
-
-class SCPIInstrument(Device):
+class SCPIInstrument(SerialInstrument):
     """A SCPI instrument on a serial port (see the module doc).
 
     *port* is a :class:`~caioc.hw.SerialPort` (shared: never closed here),
@@ -271,25 +277,15 @@ class SCPIInstrument(Device):
     ) -> None:
         if max_error_reads < 1:
             raise ValueError("max_error_reads must be at least 1")
-        self.port_spec = port
-        self.framing = framing
         self.expected_model = expected_model
         self.reset = reset
         self.clear = clear
         self.init_commands = list(init_commands)
         self.max_error_reads = max_error_reads
-        self._port: SerialPort | None = None
         self._lines: LineBinding | None = None
         #: Held for every exchange, so a command and its error check stay together.
         self.lock = asyncio.Lock()
-        super().__init__(prefix)
-
-    @property
-    def port(self) -> SerialPort:
-        """The open port; :class:`~caioc.hw.DeviceClosed` when the device is closed."""
-        if self._port is None:
-            raise DeviceClosed(f"{type(self).__name__} {self.prefix!r} is not open")
-        return self._port
+        super().__init__(prefix, port=port, **framing)
 
     # -- talking to the instrument ------------------------------------------------------
 
@@ -332,15 +328,9 @@ class SCPIInstrument(Device):
         """Get the port (a new one at each connection unless one was given)."""
         if self._port is not None:
             return
-        spec = self.port_spec
-        if isinstance(spec, SerialPort):
-            self._port = spec
-        elif isinstance(spec, str):
-            self._port = SerialPort(spec, **self.framing)
-        else:
-            self._port = spec()
+        port = self.take_port()
         if any(isinstance(declared, line_reading) for _, declared in self._declared()):
-            self._lines = LineBinding(self, self._port)
+            self._lines = LineBinding(self, port)
             await self._lines.start()
 
     async def close(self) -> None:
@@ -348,10 +338,7 @@ class SCPIInstrument(Device):
         lines, self._lines = self._lines, None
         if lines is not None:
             await lines.stop()
-        port, self._port = self._port, None
-        if port is not None and port is not self.port_spec:
-            # Closing joins the port's worker: not on the event loop.
-            await asyncio.to_thread(port.close)
+        await self.release_port()
 
     async def probe(self) -> None:
         """``*IDN?``: publish the identity; another model than expected is CALC."""
@@ -439,7 +426,6 @@ class SCPIInstrument(Device):
 
 # -- building quantities from a board file's tables ---------------------------------------------
 
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: What SCPIInstrument.__init__ sets on the instance; a PV may not take these names.
 _INSTANCE_ATTRIBUTES = {
     "port_spec",
@@ -452,26 +438,13 @@ _INSTANCE_ATTRIBUTES = {
     "lock",
     "macros",
 }
-_PV_OPTIONS = {
-    "units",
-    "precision",
-    "upper_alarm_limit",
-    "upper_warning_limit",
-    "lower_warning_limit",
-    "lower_alarm_limit",
-    "upper_disp_limit",
-    "lower_disp_limit",
-}
 
 
 def _check_name(cls: type[SCPIInstrument], name: str, taken: set[str]) -> None:
     declared = cls._declared_map().get(name)
     if isinstance(declared, (Measurement, Command)):
         return  # a board file may redefine the template's own quantities
-    if not _IDENTIFIER.fullmatch(name):
-        raise ValueError(f"a quantity name is letters, digits and _, not {name!r}")
-    if name in taken:
-        raise ValueError(f"{name!r} is taken by the {cls.__name__} driver itself")
+    check_quantity_name(cls, name, taken)
 
 
 def _split(name: str, spec: Any, main: str, known: set[str]) -> tuple[str, dict[str, Any]]:
@@ -486,7 +459,7 @@ def _split(name: str, spec: Any, main: str, known: set[str]) -> tuple[str, dict[
 
 
 def _measurement(name: str, spec: Any, period: float) -> Measurement:
-    known = _PV_OPTIONS | {"period", "timeout", "type", "low", "high", "doc"}
+    known = PV_OPTIONS | {"period", "timeout", "type", "low", "high", "doc"}
     query, options = _split(name, spec, "query", known)
     if "low" in options:
         options["lower_disp_limit"] = options.pop("low")
@@ -499,7 +472,7 @@ def _measurement(name: str, spec: Any, period: float) -> Measurement:
 
 
 def _command(name: str, spec: Any) -> Command:
-    known = _PV_OPTIONS | {"query", "timeout", "type", "low", "high", "enum", "doc"}
+    known = PV_OPTIONS | {"query", "timeout", "type", "low", "high", "enum", "doc"}
     template, options = _split(name, spec, "command", known)
     if "low" in options:
         options["lower_ctrl_limit"] = options["lower_disp_limit"] = options.pop("low")
@@ -549,20 +522,7 @@ class BenchPowerSupply(SCPIInstrument):
 # -- board files ------------------------------------------------------------------------------
 
 #: Options SerialPort takes, as a board file may give them.
-_FRAMING = (
-    "baudrate",
-    "bytesize",
-    "parity",
-    "stopbits",
-    "rtscts",
-    "xonxoff",
-    "read_terminator",
-    "write_terminator",
-    "encoding",
-    "reply_timeout",
-    "inter_byte_timeout",
-    "unsolicited",
-)
+_FRAMING = (*FRAMING, "reply_timeout", "unsolicited")
 
 
 def _make(
@@ -577,21 +537,10 @@ def _make(
     settings: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> SCPIInstrument:
-    framing = {key: options.pop(key) for key in _FRAMING if key in options}
+    framing = take_framing(options, _FRAMING)
     if not framing.get("unsolicited"):
         framing.pop("unsolicited", None)  # "" (TOML has no null): no pattern
-    if isinstance(bus, SerialPort):
-        port: PortSpec = bus
-    elif hasattr(bus, "open_port"):
-        if not isinstance(address, str) or not address:
-            raise ValueError(f"a SCPI instrument's address is its port, not {address!r}")
-        port = lambda: bus.open_port(address, **framing)  # noqa: E731
-    elif isinstance(address or bus, str):
-        port = str(address or bus)
-    else:
-        raise ValueError(
-            f"no serial port for a SCPI instrument in bus={bus!r}, address={address!r}"
-        )
+    port = port_spec(bus, address, framing, what="a SCPI instrument")
     configured = cls.configured(
         measurements=measurements,
         settings=settings,

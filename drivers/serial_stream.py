@@ -31,18 +31,24 @@ by itself when the instrument comes back.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from caioc.hw import Device, DeviceClosed, SerialPort
 from caioc.hw.serial import LineBinding, line_reading
 from caioc.hw.sim import SimulatedInstrument
 
 from ._registry import DriverInfo, register
+from ._serial_instrument import (
+    PV_OPTIONS,
+    PortSpec,
+    SerialInstrument,
+    check_quantity_name,
+    port_spec,
+    take_framing,
+)
 
 __all__ = [
     "SimulatedStreamingInstrument",
@@ -52,33 +58,7 @@ __all__ = [
     "simulate_serial_stream",
 ]
 
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _INITIAL: dict[str, Any] = {"float": 0.0, "int": 0, "string": ""}
-_PV_OPTIONS = {
-    "units",
-    "precision",
-    "upper_alarm_limit",
-    "upper_warning_limit",
-    "lower_warning_limit",
-    "lower_alarm_limit",
-    "upper_disp_limit",
-    "lower_disp_limit",
-}
-#: Options SerialPort takes, as a board file may give them.
-_FRAMING = (
-    "baudrate",
-    "bytesize",
-    "parity",
-    "stopbits",
-    "rtscts",
-    "xonxoff",
-    "read_terminator",
-    "write_terminator",
-    "encoding",
-    "inter_byte_timeout",
-)
-
-PortSpec = SerialPort | str | Callable[[], SerialPort]
 
 
 def key_pattern(key: str) -> str:
@@ -86,7 +66,7 @@ def key_pattern(key: str) -> str:
     return rf"{re.escape(key)}\s*[=:\s]\s*(.*?)\s*$"
 
 
-class StreamingInstrument(Device):
+class StreamingInstrument(SerialInstrument):
     """An instrument on a serial port that sends its readings unasked (see the module doc).
 
     *port* is a :class:`~caioc.hw.SerialPort` (shared: never closed here),
@@ -106,33 +86,16 @@ class StreamingInstrument(Device):
         max_queued: int = 100,
         **framing: Any,
     ) -> None:
-        self.port_spec = port
-        self.framing = framing
         self.start_command = start_command
         self.max_queued = max_queued
-        self._port: SerialPort | None = None
         self.binding: LineBinding | None = None
-        super().__init__(prefix)
-
-    @property
-    def port(self) -> SerialPort:
-        """The open port; :class:`~caioc.hw.DeviceClosed` when the device is closed."""
-        if self._port is None:
-            raise DeviceClosed(f"{type(self).__name__} {self.prefix!r} is not open")
-        return self._port
+        super().__init__(prefix, port=port, **framing)
 
     async def open(self) -> None:
         """Get the port and listen to it."""
-        if self._port is None:
-            spec = self.port_spec
-            if isinstance(spec, SerialPort):
-                self._port = spec
-            elif isinstance(spec, str):
-                self._port = SerialPort(spec, **self.framing)
-            else:
-                self._port = spec()
+        port = self.take_port()
         if self.binding is None:
-            self.binding = LineBinding(self, self._port, maxlen=self.max_queued)
+            self.binding = LineBinding(self, port, maxlen=self.max_queued)
             await self.binding.start()
 
     async def initialise(self) -> None:
@@ -145,9 +108,7 @@ class StreamingInstrument(Device):
         binding, self.binding = self.binding, None
         if binding is not None:
             await binding.stop()
-        port, self._port = self._port, None
-        if port is not None and port is not self.port_spec:
-            await asyncio.to_thread(port.close)  # joins the port's worker
+        await self.release_port()
 
     @classmethod
     def configured(
@@ -168,10 +129,7 @@ class StreamingInstrument(Device):
         taken = {name for name, _ in cls._declared()} | set(dir(cls)) | set(cls.RESERVED)
         taken |= {"port_spec", "framing", "start_command", "max_queued", "binding"}
         for name, spec in (quantities or {}).items():
-            if not _IDENTIFIER.fullmatch(name):
-                raise ValueError(f"a quantity name is letters, digits and _, not {name!r}")
-            if name in taken:
-                raise ValueError(f"{name!r} is taken by the {cls.__name__} driver itself")
+            check_quantity_name(cls, name, taken)
             attributes[name] = _quantity(name, spec, stale_after)
         return type(cls.__name__, (cls,), attributes)
 
@@ -179,7 +137,7 @@ class StreamingInstrument(Device):
 def _quantity(name: str, spec: Any, stale_after: float | None) -> line_reading:
     if not isinstance(spec, Mapping):
         raise ValueError(f'{name}: give a table with key = "..." or pattern = "..."')
-    known = _PV_OPTIONS | {"key", "pattern", "type", "low", "high", "stale_after", "doc"}
+    known = PV_OPTIONS | {"key", "pattern", "type", "low", "high", "stale_after", "doc"}
     unknown = set(spec) - known - {"sim_line"}
     if unknown:
         raise ValueError(f"{name}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -292,17 +250,8 @@ def make_serial_stream(
     **options: Any,
 ) -> StreamingInstrument:
     """A :class:`StreamingInstrument` with the quantities of a board file's options."""
-    framing = {key: options.pop(key) for key in _FRAMING if key in options}
-    if isinstance(bus, SerialPort):
-        port: PortSpec = bus
-    elif hasattr(bus, "open_port"):
-        if not isinstance(address, str) or not address:
-            raise ValueError(f"a streaming instrument's address is its port, not {address!r}")
-        port = lambda: bus.open_port(address, **framing)  # noqa: E731
-    elif isinstance(address or bus, str):
-        port = str(address or bus)
-    else:
-        raise ValueError(f"no serial port for bus={bus!r}, address={address!r}")
+    framing = take_framing(options)
+    port = port_spec(bus, address, framing, what="a streaming instrument")
     configured = StreamingInstrument.configured(
         quantities=quantities, stale_after=stale_after if stale_after else None
     )
