@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from .._clock import REAL_CLOCK, Clock
 
-__all__ = ["ReadHook", "RegisterMap", "WriteHook"]
+__all__ = ["BusRegisterDevice", "ReadHook", "RegisterMap", "WriteHook"]
 
 MapT = TypeVar("MapT", bound="RegisterMap")
 # Hooks and actions receive the device itself; stored loosely typed because
@@ -178,3 +178,31 @@ class RegisterMap:
         self.registers[register] = (value & ~clear_mask & 0xFF) | (old & clear_mask & ~value)
         for hook in self._write_hooks.get(register, ()):
             hook(self, register, value)
+
+
+class BusRegisterDevice(RegisterMap):
+    """A register-map part on a simulated bus that can be pulled out and put back.
+
+    Shared by the I2C and SPI simulators: what an unplugged part looks like
+    to the bus (a NACK, idle bytes) is each bus's own business.
+    """
+
+    #: The simulated bus the part is attached to, if any (sets :attr:`clock`).
+    bus: Any = None
+    #: False between :meth:`unplug` and :meth:`replug`.
+    plugged = True
+
+    @property
+    def clock(self) -> Clock:
+        """The clock of the bus the part is attached to (real time if none)."""
+        return self.bus.clock if self.bus is not None else REAL_CLOCK
+
+    def unplug(self) -> None:
+        """Disconnect the part until :meth:`replug`."""
+        self.plugged = False
+
+    def replug(self, *, reset: bool = True) -> None:
+        """Reconnect the part, by default powered up afresh (:meth:`reset`)."""
+        if reset:
+            self.reset()
+        self.plugged = True

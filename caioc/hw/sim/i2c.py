@@ -35,7 +35,7 @@ from smbus2 import I2cFunc, i2c_msg
 
 from .._clock import REAL_CLOCK, Clock
 from ._faults import BusFaults
-from ._registers import RegisterMap
+from ._registers import BusRegisterDevice, RegisterMap
 
 __all__ = ["I2CFaults", "SimulatedI2CBus", "SimulatedI2CDevice"]
 
@@ -86,7 +86,7 @@ class I2CFaults(BusFaults):
         return super()._take_locked()
 
 
-class SimulatedI2CDevice(RegisterMap):
+class SimulatedI2CDevice(BusRegisterDevice):
     """A device on a :class:`SimulatedI2CBus`: by default an 8-bit register map.
 
     The first byte of a write message sets the register pointer; further
@@ -111,28 +111,12 @@ class SimulatedI2CDevice(RegisterMap):
         self.address = address
         self.name = name or f"device 0x{address:02x}"
         self.faults = I2CFaults()
-        self.plugged = True
         self.transactions: deque[tuple[str, bytes]] = deque(maxlen=1000)
         """The latest messages seen, oldest first: ("write"|"read", bytes)."""
         self.bus: SimulatedI2CBus | None = None
 
     def __repr__(self) -> str:
         return f"<SimulatedI2CDevice {self.name}{'' if self.plugged else ' unplugged'}>"
-
-    @property
-    def clock(self) -> Clock:
-        """The clock of the bus the device is attached to (real time if none)."""
-        return self.bus.clock if self.bus is not None else REAL_CLOCK
-
-    def unplug(self) -> None:
-        """Disconnect the device: every access is NACKed until :meth:`replug`."""
-        self.plugged = False
-
-    def replug(self, *, reset: bool = True) -> None:
-        """Reconnect the device, by default powered up afresh (:meth:`reset`)."""
-        if reset:
-            self.reset()
-        self.plugged = True
 
     # The protocol: override these two for devices that are not register maps.
 

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 from .._clock import REAL_CLOCK, Clock
 from ._faults import BusFaults
-from ._registers import RegisterMap
+from ._registers import BusRegisterDevice
 
 __all__ = ["SimulatedSPIBus", "SimulatedSPIDevice", "SimulatedSpiDev"]
 
@@ -50,7 +50,7 @@ def _shift_one_bit(data: bytes) -> bytes:
     return value.to_bytes(len(data), "big")
 
 
-class SimulatedSPIDevice(RegisterMap):
+class SimulatedSPIDevice(BusRegisterDevice):
     """A chip on a :class:`SimulatedSPIBus`; by default a register map.
 
     *mode* and *max_speed_hz* are what the chip can follow; *read_flag*
@@ -76,28 +76,12 @@ class SimulatedSPIDevice(RegisterMap):
         self.max_speed_hz = max_speed_hz
         self.read_flag = read_flag
         self.faults = BusFaults()
-        self.plugged = True
         self.transactions: deque[tuple[bytes, bytes]] = deque(maxlen=1000)
         """The latest transfers, oldest first: (bytes out, bytes back)."""
         self.bus: SimulatedSPIBus | None = None
 
     def __repr__(self) -> str:
         return f"<SimulatedSPIDevice {self.name}{'' if self.plugged else ' unplugged'}>"
-
-    @property
-    def clock(self) -> Clock:
-        """The clock of the bus the chip is attached to (real time if none)."""
-        return self.bus.clock if self.bus is not None else REAL_CLOCK
-
-    def unplug(self) -> None:
-        """Disconnect the chip: transfers read idle bytes until :meth:`replug`."""
-        self.plugged = False
-
-    def replug(self, *, reset: bool = True) -> None:
-        """Reconnect the chip, by default powered up afresh (:meth:`reset`)."""
-        if reset:
-            self.reset()
-        self.plugged = True
 
     def handle_transfer(self, data: bytes) -> bytes:
         """One transfer with chip select held: *data* in, the reply out.
