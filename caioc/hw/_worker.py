@@ -568,3 +568,40 @@ class WorkerBus:
     def close(self) -> None:
         """Release the bus and stop its worker; idempotent."""
         raise NotImplementedError
+
+
+_H = TypeVar("_H", bound="BusDevice")
+
+
+class BusDevice:
+    """What a device handle on a shared bus (an I2C address, an SPI chip select) shares.
+
+    Closing the handle forgets the device; the bus stays open for the others.
+    Subclasses set ``name`` and ``_closed = False``.
+    """
+
+    name: str
+    _closed: bool
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}{' closed' if self._closed else ''}>"
+
+    def __enter__(self: _H) -> _H:
+        self._check()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Forget the device; idempotent. The bus stays open."""
+        self._closed = True
+
+    def _check(self) -> None:
+        if self._closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import errno
 import functools
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from smbus2 import SMBus, i2c_msg
@@ -46,7 +45,7 @@ from caioc.ca import AlarmStatus
 
 from ._clock import REAL_CLOCK, Clock
 from ._errors import BusTimeout, DeviceClosed, DeviceUnplugged, HardwareError, NoAcknowledge
-from ._worker import BusWorker, WorkerBus
+from ._worker import BusDevice, BusWorker, WorkerBus
 
 __all__ = ["I2CBus", "I2CDevice", "SMBusLike"]
 
@@ -405,7 +404,7 @@ def _window(buffer: Buffer, start: int, end: int | None) -> memoryview:
     return view[start:end]
 
 
-class I2CDevice:
+class I2CDevice(BusDevice):
     """One device on an :class:`I2CBus`: the bus plus an address.
 
     With *probe* the constructor checks that something acknowledges the
@@ -422,34 +421,6 @@ class I2CDevice:
         self._closed = False
         if probe and not bus.probe(address):
             raise NoAcknowledge(f"{self.name}: no device answers", source=self.name)
-
-    def __repr__(self) -> str:
-        return f"<I2CDevice {self.name}{' closed' if self._closed else ''}>"
-
-    def __enter__(self) -> I2CDevice:
-        self._check()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has been called."""
-        return self._closed
-
-    def close(self) -> None:
-        """Forget the device; idempotent. The bus stays open."""
-        self._closed = True
-
-    def _check(self) -> None:
-        if self._closed:
-            raise DeviceClosed(f"{self.name} is closed", source=self.name)
 
     def readinto(self, buffer: WritableBuffer, *, start: int = 0, end: int | None = None) -> None:
         """Fill ``buffer[start:end]`` with bytes read from the device."""

@@ -29,14 +29,13 @@ import contextlib
 import errno
 import importlib
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol
 
 from caioc.ca import AlarmStatus
 
 from ._clock import REAL_CLOCK, Clock
 from ._errors import BackendUnavailable, BusTimeout, DeviceClosed, DeviceUnplugged, HardwareError
-from ._worker import BusWorker, WorkerBus
+from ._worker import BusDevice, BusWorker, WorkerBus
 
 __all__ = ["SPIBus", "SPIDevice", "SpiDevLike"]
 
@@ -212,7 +211,7 @@ def _window(buffer: Buffer, start: int, end: int | None) -> memoryview:
     return view[start:end]
 
 
-class SPIDevice:
+class SPIDevice(BusDevice):
     """One chip select on an :class:`SPIBus`, with its own mode and speed.
 
     Closing a device does not close the bus, which other devices share.
@@ -236,34 +235,6 @@ class SPIDevice:
         self.bits_per_word = bits_per_word
         self.name = f"{bus.name}.{chip_select}"
         self._closed = False
-
-    def __repr__(self) -> str:
-        return f"<SPIDevice {self.name}{' closed' if self._closed else ''}>"
-
-    def __enter__(self) -> SPIDevice:
-        self._check()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has been called."""
-        return self._closed
-
-    def close(self) -> None:
-        """Forget the device; idempotent. The bus stays open."""
-        self._closed = True
-
-    def _check(self) -> None:
-        if self._closed:
-            raise DeviceClosed(f"{self.name} is closed", source=self.name)
 
     def _settings(self) -> dict[str, Any]:
         return {
