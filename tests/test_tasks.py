@@ -39,7 +39,7 @@ def test_finished_and_failed_tasks_are_fine() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         done, broken = loop.create_task(asyncio.sleep(0)), loop.create_task(fail())
-        await asyncio.sleep(0.01)
+        await asyncio.wait([done, broken])
         await stop_tasks([done, broken])  # nothing raised here
         assert isinstance(broken.exception(), RuntimeError)
         await stop_tasks([])

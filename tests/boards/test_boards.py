@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import until
 
 from caioc.boards import BOARDS, BoardFileError, build, detect_board, load, resolve_pin
 from caioc.drivers import DriverInfo, register
@@ -117,11 +118,7 @@ def test_a_board_file_runs_on_simulated_hardware(tmp_path: Path) -> None:
     async def scenario() -> None:
         await device.startup()
         try:
-            for _ in range(500):
-                if device.temperature.value == 21.5:
-                    break
-                await asyncio.sleep(0.01)
-            assert device.temperature.value == 21.5
+            await until(lambda: device.temperature.value == 21.5, "the first reading")
         finally:
             await device.shutdown()
 
