@@ -152,23 +152,6 @@ def scalar_names(counts: Counts) -> list[str]:
     return [GET_PV, PUT_PV, MONITOR_PV, COUNTER_PV, *RATE_PVS, *channel_names(counts.channels)]
 
 
-def ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
-    """EPICS variables for a loopback-only run (as tests/peers.py prepares them)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    env.update(
-        EPICS_CA_AUTO_ADDR_LIST="NO",
-        EPICS_CA_ADDR_LIST="127.0.0.1",
-        EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
-        EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
-        EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
-        EPICS_CA_SERVER_PORT=str(server_port),
-        EPICS_CA_REPEATER_PORT=str(repeater_port),
-        EPICS_CA_MAX_ARRAY_BYTES="100000000",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 # ==========================================================================
 # Peers: the servers
 
@@ -774,7 +757,7 @@ def start_servers(
 ) -> list[ServerPeer]:
     servers = []
     for kind in kinds:
-        env = ca_environment(h.free_port(), h.free_port())
+        env = h.loopback_ca_environment(h.free_port(), h.free_port())
         spec = {
             "kind": kind,
             "counts": asdict(counts),
@@ -884,7 +867,7 @@ def startup_run(kind: str, counts: Counts, registry: list[Peer], tune: bool) -> 
     A UDP socket sends the search every 5 ms from just before the process
     starts; the server is alone on the machine's CPUs meanwhile.
     """
-    env = ca_environment(h.free_port(), h.free_port())
+    env = h.loopback_ca_environment(h.free_port(), h.free_port())
     port = int(env["EPICS_CA_SERVER_PORT"])
     datagram = search_datagram(GET_PV)
     spec = {"kind": kind, "counts": asdict(counts), "tune_malloc": tune}
