@@ -28,7 +28,7 @@ builder.longOut("LO", initial_value=7)
 builder.mbbOut("MB", "Off", "On", initial_value=1)
 builder.stringOut("SO", initial_value="hello")
 builder.WaveformOut("WF", initial_value=numpy.arange(10.0))
-builder.WaveformOut("BIG", initial_value=numpy.arange(200_000.0))
+builder.WaveformOut("BIG", initial_value=numpy.arange(2_000_000.0))  # 16 MB
 builder.LoadDatabase()
 softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
 print("READY", flush=True)
@@ -46,7 +46,7 @@ pvdb = {
     "T:MB": ChannelEnum(value=1, enum_strings=["Off", "On"]),
     "T:SO": ChannelString(value="hello"),
     "T:WF": ChannelDouble(value=numpy.arange(10.0)),
-    "T:BIG": ChannelDouble(value=numpy.arange(200_000.0)),
+    "T:BIG": ChannelDouble(value=numpy.arange(2_000_000.0)),  # 16 MB
 }
 """
     + SERVE_PVDB
@@ -100,7 +100,7 @@ def test_large_array(server: tuple[str, int, dict[str, str]]) -> None:
         async with Context(client_config(port)) as ctx:
             (big,) = await ctx.connect("T:BIG")
             value = (await big.read(timeout=10)).value
-            assert len(value) == 200_000 and value[-1] == 199_999.0
+            assert len(value) == 2_000_000 and value[-1] == 1_999_999.0  # 16 MB
 
     run(scenario)
 
@@ -158,7 +158,10 @@ def test_missing_pv_times_out_naming_it_and_the_addresses(
     run(scenario)
 
 
-def test_server_started_after_the_client_and_restarted_mid_subscription() -> None:
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_server_started_after_the_client_and_restarted_mid_subscription(name: str) -> None:
+    if name == "softioc":
+        pytest.importorskip("softioc", reason="softioc (the C IOC) not installed")
     port = free_port()
     env = ca_environment(port, free_port())
 
@@ -173,13 +176,13 @@ def test_server_started_after_the_client_and_restarted_mid_subscription() -> Non
                 await asyncio.wait_for(loop.sock_recv(nobody, 16384), 5)
             stack = contextlib.ExitStack()
             with stack:
-                stack.enter_context(process_until_ready(CAIOC, env))
+                stack.enter_context(process_until_ready(SERVERS[name], env))
                 await lo.wait_for_connection(timeout=5)
                 subscription = await lo.subscribe()
                 assert (await asyncio.wait_for(subscription.__anext__(), 5)).value == 7
             # the server is gone; a new one comes up on the same port
             await until(lambda: not lo.connected.is_set(), "the client to see the server go")
-            with process_until_ready(CAIOC, env):
+            with process_until_ready(SERVERS[name], env):
                 await lo.wait_for_connection(timeout=10)
                 # the subscription was re-established by itself
                 reading = await asyncio.wait_for(subscription.__anext__(), 5)
