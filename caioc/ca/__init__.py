@@ -4,7 +4,7 @@ Bytes in, commands out: no sockets, clocks, threads or environment here.
 """
 
 from ._broadcaster import Broadcaster
-from ._circuit import ClientChannel, ServerChannel, VirtualCircuit, error_for
+from ._circuit import ClientChannel, ReadRun, ServerChannel, VirtualCircuit, error_for
 from ._commands import *  # noqa: F403
 from ._commands import __all__ as _command_names
 from ._constants import *  # noqa: F403
@@ -29,6 +29,7 @@ __all__ = [
     "ClientChannel",
     "LocalProtocolError",
     "ProtocolError",
+    "ReadRun",
     "RemoteProtocolError",
     "ServerChannel",
     "StreamParser",

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 from peers import serving
 from waiting import run, until
 
 from caioc.ca import (
+    ECA,
     NEED_DATA,
     ChannelType,
     Command,
@@ -94,23 +96,37 @@ def test_garbage_closes_only_that_circuit() -> None:
     run(scenario)
 
 
-def test_bad_ids_get_an_error_and_the_circuit_goes_on() -> None:
+@pytest.mark.parametrize("fault", ["unknown sid", "unknown type"])
+def test_a_bad_id_or_type_gets_an_error_then_the_circuit_closes(fault: str) -> None:
+    """As rsrv does: ERROR, then the circuit closes (never one that goes on but no
+    longer answers); what came before is answered, other clients are served."""
+
     async def scenario() -> None:
         async with serving({"X": ChannelInteger(value=7)}) as server:
+            other = await RawClient.connect(server.tcp_port)
+            other_channel = await other.open("X")
             client = await RawClient.connect(server.tcp_port)
             channel = await client.open("X")
-            # a read for a channel id the server never gave out
+            client.send(channel.read(ChannelType.LONG))  # answered: it came first
             raw = bytes(channel.read(ChannelType.LONG))
-            forged = raw[:8] + (channel.sid + 1000).to_bytes(4, "big") + raw[12:]
+            if fault == "unknown sid":  # a read for a channel id the server never gave out
+                forged = raw[:8] + (channel.sid + 1000).to_bytes(4, "big") + raw[12:]
+            else:  # a DBR type past 38
+                forged = raw[:4] + (99).to_bytes(2, "big") + raw[6:]
             client.writer.write(forged)
-            client.send(channel.read(ChannelType.LONG))
-            await client.receive(
-                lambda: any(isinstance(c, ReadNotifyResponse) for c in client.received)
-            )
+            with pytest.raises(ConnectionError):
+                await client.receive(lambda: False)
             kinds = [type(c).__name__ for c in client.received]
-            assert "ErrorResponse" in kinds
-            assert kinds.index("ErrorResponse") < kinds.index("ReadNotifyResponse")
+            assert kinds[-2:] == ["ReadNotifyResponse", "ErrorResponse"]
+            error = client.received[-1]
+            assert error.status is (ECA.BADCHID if fault == "unknown sid" else ECA.BADTYPE)
+            await until(lambda: len(server.circuits) == 1, "the bad circuit to go")
+            other.send(other_channel.read(ChannelType.LONG))
+            await other.receive(
+                lambda: any(isinstance(c, ReadNotifyResponse) for c in other.received)
+            )
             client.close()
+            other.close()
 
     run(scenario)
 

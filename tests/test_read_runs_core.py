@@ -1,0 +1,106 @@
+"""VirtualCircuit.read_notify_run: a run of reads checked as next_command checks each."""
+
+from __future__ import annotations
+
+import pytest
+from test_state import CID, SID, Link
+
+from caioc.ca import (
+    ECA,
+    NEED_DATA,
+    ChannelType,
+    ClearChannelRequest,
+    EchoRequest,
+    ReadNotifyRequest,
+    ReadNotifyResponse,
+    RemoteProtocolError,
+    Role,
+    VirtualCircuit,
+)
+
+
+@pytest.fixture
+def link() -> Link:
+    link = Link()
+    link.connect()
+    for i in range(3):
+        link.open_channel(f"PV{i}", cid=CID + i, sid=SID + i)
+    return link
+
+
+def reads(count: int, sid: int = SID, first_ioid: int = 1) -> bytes:
+    return b"".join(
+        bytes(ReadNotifyRequest(ChannelType.DOUBLE, 1, sid + i % 3, first_ioid + i))
+        for i in range(count)
+    )
+
+
+def test_a_run_is_taken_checked_and_recorded(link: Link) -> None:
+    data = reads(10) + bytes(EchoRequest())
+    run = link.server.read_notify_run(data)
+    assert run is not None
+    assert [(ch.cid, t, c, sid, ioid) for ch, t, c, sid, ioid in zip(*run, strict=True)] == [
+        (CID + i % 3, ChannelType.DOUBLE, 1, SID + i % 3, 1 + i) for i in range(10)
+    ]
+    # the reads await their replies, as next_command would have recorded them
+    assert link.server.pending_ioids == frozenset(range(1, 11))
+    # the rest goes the usual way
+    link.server.receive_data(data[16 * len(run.ioids) :])
+    assert link.server.next_command() == EchoRequest()
+    assert link.server.next_command() is NEED_DATA
+    # a reply sent the usual way is one of them; the others are replied to as a batch
+    link.server.send(ReadNotifyResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, 1))
+    link.server.replied(list(range(2, 11)))
+    assert not link.server.pending_ioids
+
+
+def test_the_run_stops_at_the_first_other_command_and_at_most(link: Link) -> None:
+    data = reads(9) + bytes(EchoRequest()) + reads(9, first_ioid=100)
+    run = link.server.read_notify_run(data)
+    assert run is not None and len(run.ioids) == 9
+    capped = link.server.read_notify_run(reads(30, first_ioid=200), most=12)
+    assert capped is not None and capped.ioids == list(range(200, 212))
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "too few",
+        "not a read first",
+        "bytes buffered before",
+        "unknown sid",
+        "ioid twice",
+        "ioid pending",
+        "channel being cleared",
+        "client role",
+    ],
+)
+def test_anything_unusual_is_left_to_the_usual_path(link: Link, why: str) -> None:
+    server = link.server
+    data = reads(10)
+    if why == "too few":
+        data = reads(7)
+    elif why == "not a read first":
+        data = bytes(EchoRequest()) + reads(10)
+    elif why == "bytes buffered before":
+        server.receive_data(bytes(EchoRequest())[:8])
+    elif why == "unknown sid":
+        data = reads(5) + bytes(ReadNotifyRequest(ChannelType.DOUBLE, 1, 999, 50)) + reads(5)
+    elif why == "ioid twice":
+        data = reads(5) + reads(5)
+    elif why == "ioid pending":
+        link.c2s(link.client.channels[CID].read(ChannelType.DOUBLE, 1))
+        data = reads(10, first_ioid=max(server.pending_ioids))
+    elif why == "channel being cleared":
+        link.c2s(ClearChannelRequest(SID + 1, CID + 1))
+    elif why == "client role":
+        server = VirtualCircuit(Role.CLIENT)
+    before = server.pending_ioids
+    assert server.read_notify_run(data) is None
+    assert server.pending_ioids == before
+    if why in ("unknown sid", "ioid twice", "channel being cleared"):
+        # and the usual path refuses what the run would have refused
+        server.receive_data(data)
+        with pytest.raises(RemoteProtocolError):
+            while server.next_command() is not NEED_DATA:
+                pass
