@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import itertools
 import operator
+import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -101,6 +102,8 @@ _READABLE_STATES = frozenset(
 )
 assert CIRCUIT_TRANSITIONS[Role.CLIENT][_CONNECTED][ReadNotifyRequest] is _CONNECTED
 _state_of = operator.attrgetter("state")
+#: ACCESS_RIGHTS and CREATE_CHAN replies, two headers with no payload.
+_CREATED = struct.Struct(">" + "HHHHII" * 2).pack
 
 
 class ReadRun(NamedTuple):
@@ -400,6 +403,52 @@ class VirtualCircuit:
         pending.update(zip(ioids, zip(channels, itertools.repeat(None), strict=False), strict=True))
         return ReadRun(
             channels, headers["data_type"].tolist(), headers["data_count"].tolist(), sids, ioids
+        )
+
+    def accept(
+        self,
+        channel: ServerChannel,
+        native_data_type: int,
+        native_data_count: int,
+        sid: int,
+        access_rights: int = AccessRights.READ_WRITE,
+    ) -> bytes:
+        """``send(*channel.create(...))``: ACCESS_RIGHTS then CREATE_CHAN, as bytes.
+
+        A client connects thousands of channels at once: in the common case
+        (a channel awaiting its reply on a connected circuit, a native type,
+        a count and rights that fit a plain header) the same records are
+        made as :meth:`send` makes and both replies packed by one call;
+        anything else goes through :meth:`send` and its checks.
+        """
+        cid = channel.cid
+        if not (
+            self.our_role is Role.SERVER
+            and self.states[Role.SERVER] is _CONNECTED
+            and channel.state is _AWAIT_CREATE
+            and self.channels.get(cid) is channel
+            and isinstance(native_data_type, int)
+            and 0 <= native_data_type < len(_NATIVE_TYPES)
+            and isinstance(native_data_count, int)
+            and 0 <= native_data_count < 0xFFFF
+            and isinstance(sid, int)
+            and 0 <= sid <= 0xFFFFFFFF
+            and isinstance(access_rights, int)
+            and 0 <= access_rights <= 3
+        ):
+            replies = channel.create(native_data_type, native_data_count, sid, access_rights)
+            return self.send(*replies)
+        native_data_type, native_data_count = int(native_data_type), int(native_data_count)
+        sid, access_rights = int(sid), int(access_rights)
+        channel.access_rights = _RIGHTS[access_rights]
+        channel.sid = sid
+        channel.native_data_type = _NATIVE_TYPES[native_data_type]
+        channel.native_data_count = native_data_count
+        self.channels_by_sid[sid] = channel
+        channel.state = ChannelState.CONNECTED
+        return _CREATED(
+            *(CommandId.ACCESS_RIGHTS, 0, 0, 0, cid, access_rights),
+            *(CommandId.CREATE_CHAN, 0, native_data_type, native_data_count, cid, sid),
         )
 
     def replied(self, ioids: list[int]) -> None:

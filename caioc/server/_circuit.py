@@ -568,7 +568,12 @@ class CircuitLogic:
         self.data[cid] = data
         rights = self.rights_for(name, data)
         sid = self.server.next_sid()
-        self.send(*channel.create(data.native_type, data.max_length, sid, rights))
+        try:
+            self.out.append(
+                self.core.accept(channel, data.native_type, data.max_length, sid, rights)
+            )
+        except _ProtocolError as error:  # a bug of ours (as in send): say so, keep serving
+            log.error("refusing to answer %r: %s", request, error)
 
     def rights_for(self, name: str, data: ServedChannel) -> int:
         """This client's rights on ``data``: the channel's, narrowed by the .acf."""

@@ -1,13 +1,20 @@
-"""VirtualCircuit.read_notify_run: a run of reads checked as next_command checks each."""
+"""The core's shortcuts for a server's busiest moments, each the same as the usual path.
+
+VirtualCircuit.read_notify_run: a run of reads checked as next_command
+checks each. VirtualCircuit.accept: ACCESS_RIGHTS + CREATE_CHAN made as
+send(*channel.create(...)) makes them.
+"""
 
 from __future__ import annotations
 
 import pytest
-from test_state import CID, SID, Link
+from test_state import CID, SID, Link, drain
 
 from caioc.ca import (
     ECA,
     NEED_DATA,
+    AccessRights,
+    ChannelState,
     ChannelType,
     ClearChannelRequest,
     EchoRequest,
@@ -104,3 +111,48 @@ def test_anything_unusual_is_left_to_the_usual_path(link: Link, why: str) -> Non
         with pytest.raises(RemoteProtocolError):
             while server.next_command() is not NEED_DATA:
                 pass
+
+
+@pytest.mark.parametrize(
+    ("native_type", "count", "sid", "rights"),
+    [
+        (ChannelType.DOUBLE, 1, 5, AccessRights.READ_WRITE),
+        (int(ChannelType.STRING), 0, 0xFFFFFFFF, 1),
+        (ChannelType.ENUM, 0xFFFE, 77, AccessRights.NO_ACCESS),
+        (ChannelType.CHAR, 0xFFFF, 78, AccessRights.READ),  # extended header: send()'s path
+        (ChannelType.LONG, 2_000_000, 79, AccessRights.WRITE),
+    ],
+)
+def test_accept_is_send_of_create(native_type: int, count: int, sid: int, rights: int) -> None:
+    links = [Link(), Link()]
+    channels = []
+    for each in links:
+        each.connect()
+        client_channel = each.client.create_channel("PV", CID)
+        each.c2s(client_channel.create())
+        channels.append(each.server.channels[CID])
+    usual = links[0].server.send(*channels[0].create(native_type, count, sid, rights))
+    shortcut = links[1].server.accept(channels[1], native_type, count, sid, rights)
+    assert shortcut == usual
+    for each, channel in zip(links, channels, strict=True):
+        assert each.server.channels_by_sid[sid] is channel
+        assert (channel.state, channel.sid, channel.native_data_count) == (
+            ChannelState.CONNECTED,
+            sid,
+            count,
+        )
+        assert channel.native_data_type is ChannelType(native_type)
+        assert channel.access_rights is AccessRights(rights)
+        # and the client end takes what it was sent: its channel is connected
+        each.client.receive_data(shortcut)
+        kinds = [type(command).__name__ for command in drain(each.client)]
+        assert kinds == ["AccessRightsResponse", "CreateChanResponse"]
+        assert each.client.channels[CID].state is ChannelState.CONNECTED
+
+
+def test_accept_refuses_what_send_refuses(link: Link) -> None:
+    channel = link.server.channels[CID]  # connected already: no second CREATE_CHAN reply
+    with pytest.raises(Exception) as usual:
+        link.server.send(*channel.create(ChannelType.DOUBLE, 1, 9))
+    with pytest.raises(type(usual.value)):
+        link.server.accept(channel, ChannelType.DOUBLE, 1, 9)
