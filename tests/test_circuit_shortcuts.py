@@ -18,6 +18,8 @@ from caioc.ca import (
     ChannelType,
     ClearChannelRequest,
     EchoRequest,
+    EventAddResponse,
+    ProtocolError,
     ReadNotifyRequest,
     ReadNotifyResponse,
     RemoteProtocolError,
@@ -156,3 +158,24 @@ def test_accept_refuses_what_send_refuses(link: Link) -> None:
         link.server.send(*channel.create(ChannelType.DOUBLE, 1, 9))
     with pytest.raises(type(usual.value)):
         link.server.accept(channel, ChannelType.DOUBLE, 1, 9)
+
+
+def test_updating_says_whether_send_would_take_an_update(link: Link) -> None:
+    server = link.server
+    client_channel = link.client.channels[CID]
+    request = client_channel.subscribe(ChannelType.DOUBLE)
+    link.c2s(request)
+    subscriptionid = request.subscriptionid
+    assert server.updating(subscriptionid)
+    assert not server.updating(subscriptionid + 1)  # no such subscription
+    assert not VirtualCircuit(Role.CLIENT).updating(subscriptionid)
+    # a channel being cleared still takes the updates in flight, as send() does
+    link.c2s(client_channel.clear())
+    assert server.updating(subscriptionid)
+    update = EventAddResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, subscriptionid)
+    server.send(update)
+    # once the clear is answered, nothing more
+    server.send(server.channels[CID].clear())
+    assert not server.updating(subscriptionid)
+    with pytest.raises(ProtocolError):
+        server.send(update)

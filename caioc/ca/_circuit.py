@@ -101,6 +101,11 @@ _READABLE_STATES = frozenset(
     state for state, moves in CHANNEL_TRANSITIONS.items() if moves.get(ReadNotifyRequest) is state
 )
 assert CIRCUIT_TRANSITIONS[Role.CLIENT][_CONNECTED][ReadNotifyRequest] is _CONNECTED
+#: Channel states in which the server may send an EVENT_ADD update, changing nothing.
+_UPDATABLE_STATES = frozenset(
+    state for state, moves in CHANNEL_TRANSITIONS.items() if moves.get(EventAddResponse) is state
+)
+assert CIRCUIT_TRANSITIONS[Role.SERVER][_CONNECTED][EventAddResponse] is _CONNECTED
 _state_of = operator.attrgetter("state")
 #: ACCESS_RIGHTS and CREATE_CHAN replies, two headers with no payload.
 _CREATED = struct.Struct(">" + "HHHHII" * 2).pack
@@ -449,6 +454,21 @@ class VirtualCircuit:
         return _CREATED(
             *(CommandId.ACCESS_RIGHTS, 0, 0, 0, cid, access_rights),
             *(CommandId.CREATE_CHAN, 0, native_data_type, native_data_count, cid, sid),
+        )
+
+    def updating(self, subscriptionid: int) -> bool:
+        """Whether an EVENT_ADD update for ``subscriptionid`` may go out (server role).
+
+        What :meth:`send` checks for each update, asked once for a burst of
+        them: the server then packs the updates itself, skipping nothing
+        (an update changes no state). False: send each one with send().
+        """
+        channel = self._subscriptions.get(subscriptionid)
+        return (
+            channel is not None
+            and channel.state in _UPDATABLE_STATES
+            and self.our_role is Role.SERVER
+            and self.states[Role.SERVER] is _CONNECTED
         )
 
     def replied(self, ioids: list[int]) -> None:

@@ -98,8 +98,9 @@ FLUSH_EVERY = 64
 
 #: The header of a READ_NOTIFY reply (command, payload size, data type,
 #: count, status, ioid) for the replies of a run of reads.
-_READ_REPLY_HEADER = struct.Struct(">HHHHII").pack
+_READ_REPLY_HEADER = _UPDATE_HEADER = struct.Struct(">HHHHII").pack
 _READ_NOTIFY = int(ReadNotifyRequest.ID)
+_EVENT_ADD = int(EventAddRequest.ID)
 _ECA_NORMAL = int(ECA.NORMAL)
 _ZEROS = bytes(8)
 _READ_RUN_COMMAND = _READ_NOTIFY.to_bytes(2, "big")
@@ -426,17 +427,36 @@ class CircuitLogic:
         if not (writable and self.core.events_on) or self.is_closing():
             return  # kept, coalesced, until the client can take them
         ready, self.ready = self.ready, {}
+        updating = self.core.updating
+        out = self.out
         for subscriptionid, subscription in ready.items():
             if self.subscriptions.get(subscriptionid) is not subscription:
                 continue  # cancelled meanwhile
-            while subscription.pending:
-                payload, count, status = subscription.pending.popleft()
-                subscription.pending_bytes -= len(payload)
-                self.send(
-                    EventAddResponse.from_payload(
-                        payload, subscription.data_type, count, status, subscriptionid
+            pending = subscription.pending
+            data_type = subscription.data_type
+            # The core checks each update as send() would, but once per
+            # subscription: the headers are then packed here, not per command.
+            plain = updating(subscriptionid)
+            while pending:
+                payload, count, status = pending.popleft()
+                size = len(payload)
+                subscription.pending_bytes -= size
+                if plain and size <= 0xFFF8 and count < 0xFFFF:
+                    padding = -size & 7
+                    out.append(
+                        _UPDATE_HEADER(
+                            _EVENT_ADD, size + padding, data_type, count, status, subscriptionid
+                        )
                     )
-                )
+                    out.append(payload)
+                    if padding:
+                        out.append(_ZEROS[:padding])
+                else:
+                    self.send(
+                        EventAddResponse.from_payload(
+                            payload, data_type, count, status, subscriptionid
+                        )
+                    )
         self.flush()
 
     def say_goodbye(self) -> None:
