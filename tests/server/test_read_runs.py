@@ -277,3 +277,48 @@ def split(stream: bytes) -> list[bytes]:
         messages.append(stream[:size])
         stream = stream[size:]
     return messages
+
+
+class Switchable(ChannelDouble):
+    """A channel whose readers can be shut out (as an .acf rule change would)."""
+
+    readable = True
+
+    def access_rights(self, host: str, user: str) -> AccessRights:
+        return AccessRights.READ_WRITE if self.readable else AccessRights.NO_ACCESS
+
+
+def test_a_run_follows_read_access_taken_away_and_given_back(runs_taken: list[int]) -> None:
+    async def scenario() -> None:
+        pvdb: dict[str, Any] = {f"P{i}": ChannelDouble(value=float(i)) for i in range(9)}
+        pvdb["L"] = locked = Switchable(value=-1.0)
+        names = sorted(pvdb)
+        async with serving(pvdb) as server:
+            raw = await Raw.open(server.tcp_port, names)
+            batch = b"".join(raw.request(n, ChannelType.DOUBLE, 1, i) for i, n in enumerate(names))
+
+            async def commands() -> list[int]:
+                raw.writer.write(batch)
+                return [header[0] for header, _ in await raw.replies(len(names))]
+
+            assert await commands() == [READ_NOTIFY] * len(names)
+            Switchable.readable = False
+            for circuit in server.circuits:
+                circuit.recheck_rights()  # what an access security change does
+            await raw.replies(1)  # the ACCESS_RIGHTS it pushes
+            got = await commands()
+            assert got[names.index("L")] == ERROR
+            assert got.count(READ_NOTIFY) == len(names) - 1
+            Switchable.readable = True
+            for circuit in server.circuits:
+                circuit.recheck_rights()
+            await raw.replies(1)
+            assert await commands() == [READ_NOTIFY] * len(names)
+            assert locked.value == -1.0
+            raw.close()
+
+    try:
+        run(scenario)
+    finally:
+        Switchable.readable = True
+    assert runs_taken == [10, 10, 10]
