@@ -15,6 +15,19 @@ Monitors never lose the newest value: each subscription keeps at most a few
 pending updates and, when more arrive before the client takes them,
 overwrites the newest, so a slow or paused (EVENTS_OFF) client costs memory
 in proportion to its subscriptions, never to the update rate.
+
+A request the client had no right to send (an id this circuit never gave
+out, a DBR type past 38) gets its ERROR and then the circuit closes, as
+rsrv forces a disconnect: better than a circuit that goes on but can no
+longer answer what its client expects. Everything sent before it is
+answered first.
+
+The busy moments have shortcuts that give the same bytes as the command
+by command path (tests compare them): a run of READ_NOTIFY requests
+(``VirtualCircuit.read_notify_run``, libca's batched gets) is answered
+from the channels' reply caches in one numpy array; a new channel's two
+replies are packed by ``VirtualCircuit.accept``; monitor updates are
+packed here after one ``VirtualCircuit.updating`` check per subscription.
 """
 
 from __future__ import annotations
