@@ -34,6 +34,7 @@ from ..ca import (
     VersionRequest,
     VersionResponse,
     decode_scalar,
+    search_response_datagram,
 )
 from ..ca import ProtocolError as _ProtocolError
 from ._access import AccessSecurity
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from ._circuit import CircuitLogic
 
 __all__ = ["FIRST_BEACON_INTERVAL", "Beacons", "ServerLogic"]
+
+#: A VERSION message: 16 bytes of header, no payload.
+_VERSION_SIZE = 16
 
 log = logging.getLogger("caioc.server")
 
@@ -237,6 +241,22 @@ class ServerLogic:
         # unless a subclass decides names its own way.
         plain = self.pvdb.get if type(self).lookup is ServerLogic.lookup else None
         port = self.tcp_port
+        found: list[int] = []
+        for name, cid, reply, _ in searches:
+            if (plain is not None and plain(name) is not None) or lookup(name) is not None:
+                found.append(cid)
+            elif reply == SearchReply.DO_REPLY:
+                break  # a NOT_FOUND among the replies: made one by one below
+        else:
+            # The usual datagram: the found ones' replies, packed together.
+            if not found:
+                return None
+            if others:
+                version = others[0]
+                return search_response_datagram(
+                    port, found, priority=version[2], sequence_id=version[4]
+                )
+            return search_response_datagram(port, found)[_VERSION_SIZE:]
         parts: list[bytes] = []
         if others:
             version = others[0]
