@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _malloc import tune_malloc
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 if importlib.util.find_spec("caioc") is None:  # a plain checkout, not installed
@@ -104,35 +106,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         quick=base.quick,
         malloc_tuned=tuned,
     )
-
-
-def tune_malloc() -> bool:
-    """Keep glibc's freed memory in the process (True if it worked).
-
-    By default glibc serves blocks of ~1 MB and more with fresh ``mmap``s
-    and trims the heap top once 2x the block size is free. A loop that
-    allocates and frees 1 MB temporaries then takes a page fault for every
-    4 KiB page, every time: in a VM, or on a small board, those faults cost
-    far more than copying the bytes (measured: ~1.2 ms instead of ~0.1 ms
-    for a 1 MiB byteswap into a new ``bytes``). Raising both thresholds
-    (``mallopt(M_TRIM_THRESHOLD)``, ``mallopt(M_MMAP_THRESHOLD)``) shows the
-    memory-copy floor; the default run measures what an untuned program
-    gets. Must run before the measurements, and does nothing off glibc.
-    """
-    try:
-        import ctypes
-        import ctypes.util
-
-        name = ctypes.util.find_library("c")
-        if name is None or platform.libc_ver()[0] != "glibc":
-            return False
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
-            libc.mallopt(m_mmap_threshold, 1 << 25)
-        )
-    except (OSError, AttributeError):
-        return False
 
 
 # --------------------------------------------------------------------------
@@ -497,6 +470,23 @@ def loopback_ca_environment(server_port: int, repeater_port: int) -> dict[str, s
         EPICS_CA_MAX_ARRAY_BYTES="100000000",
         PYTHONUNBUFFERED="1",
     )
+    return env
+
+
+def with_bytecode_cache(env: Mapping[str, str], directory: str | None) -> dict[str, str]:
+    """``env`` for a child that caches its bytecode in ``directory`` (None: ``env`` as it is).
+
+    An installed package has its ``.pyc`` files (pip compiles them), but a
+    development environment may set PYTHONDONTWRITEBYTECODE, and then every
+    process compiles caioc's sources again (~0.2 s of CPU at each start).
+    The benchmarks that time a start fill a cache of their own with one
+    untimed start (PYTHONPYCACHEPREFIX; every package is read from it,
+    the peers' as well).
+    """
+    env = dict(env)
+    if directory is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = directory
     return env
 
 

@@ -13,7 +13,8 @@ For each IOC process (loopback environment, free ports):
   busy the machine is.
 
 A ``python -c "import numpy"`` process is measured beside them as the RSS
-floor of any IOC that uses numpy. The goals are RSS <= 30 MB, start-up
+floor of any IOC that uses numpy, and one that imports asyncio too as the
+floor of an asyncio IOC (both IOCs here are). The goals are RSS <= 30 MB, start-up
 < 0.3 s and idle CPU < 1 %. ``--importtime`` adds the heaviest imports of
 the caioc IOC (``python -X importtime``).
 
@@ -59,6 +60,16 @@ IOCS: dict[str, dict[str, Any]] = {
     },
     "python + numpy (floor)": {
         "argv": [PY, "-c", "import sys, numpy; print('READY', flush=True); sys.stdin.read()"],
+        "pv": None,
+    },
+    # Both IOCs serve with asyncio, which loads ssl (libcrypto),
+    # concurrent.futures, inspect ...: the floor of an asyncio IOC.
+    "python + numpy + asyncio (floor)": {
+        "argv": [
+            PY,
+            "-c",
+            "import sys, numpy, asyncio; print('READY', flush=True); sys.stdin.read()",
+        ],
         "pv": None,
     },
 }
@@ -107,10 +118,7 @@ def measure(
     name: str, spec: Mapping[str, Any], idle: float, pycache: str | None = None
 ) -> dict[str, float]:
     """One fresh process of ``spec``; with ``pycache``, bytecode is cached there."""
-    env = h.loopback_ca_environment(h.free_port(), h.free_port())
-    if pycache is not None:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = pycache
+    env = h.with_bytecode_cache(h.loopback_ca_environment(h.free_port(), h.free_port()), pycache)
     port = int(env["EPICS_CA_SERVER_PORT"])
     datagram = search_datagram(spec["pv"]) if spec["pv"] else b""
     with h.processes() as started:
@@ -139,10 +147,7 @@ def import_costs(top: int = 15, pycache: str | None = None) -> list[tuple[float,
         "from caioc.cli.board import _load\n"
         "build(_load('weather-station'), sim=True)\n"
     )
-    env = dict(os.environ)
-    if pycache is not None:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = pycache
+    env = h.with_bytecode_cache(os.environ, pycache)
     for _ in range(2 if pycache is not None else 1):  # the first fills the cache
         completed = subprocess.run(
             [PY, "-X", "importtime", "-c", code],
@@ -219,9 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bytecode as the environment has it (--cold: PYTHONDONTWRITEBYTECODE {setting}).")
     else:
         print("bytecode compiled once and cached, as in an installed package.")
-    print("(The floor's start-up is to its READY line: interpreter + numpy import.)")
+    print("(A floor's start-up is to its READY line: the interpreter and its imports.)")
     headers = ["figure", "unit", *names, "goal (caioc)", "caioc", "caioc/caproto"]
-    print(h.format_table(headers, rows, right=set(range(2, 2 + len(names) + 1)) | {6}))
+    print(h.format_table(headers, rows, right=set(range(2, len(headers) - 1))))
     if args.importtime:
         print("\nHeaviest imports of the caioc board IOC (cumulative ms, top-level, then any):")
         for ms, package in costs:

@@ -21,9 +21,12 @@ processes of its own. Every server gets exactly the same work:
 6. a writable counter: 20 000 puts to it (``epics.ca.put`` loop) with one
    monitor on it: updates delivered and their rate;
 7. memory: the server's RSS once started (1000+ scalars and both
-   waveforms), after the run, and its peak;
+   waveforms), after the run, and its peak; beside it the floor, a process
+   that imports numpy and asyncio and holds both waveforms;
 8. start-up: seconds from starting a fresh server process (alone on the
-   machine) to its first answer to a UDP search;
+   machine) to its first answer to a UDP search, and the CPU it had used by
+   then; beside them the floors, the interpreter alone and with numpy,
+   asyncio and the waveforms;
 9. load: 20 clients x 10 monitors on 10 PVs a libca putter writes at
    100 Hz for 20 s, its ``time.monotonic()`` as the value: updates lost,
    median and 99th-percentile latency from the put to the client;
@@ -39,16 +42,27 @@ in a rotated order), each in fresh client processes. Wall figures are the
 best repeat; CPU figures are the total over all repeats divided by the
 requests served; lost % is the mean over repeats.
 
+Server processes are ``_server_peer.py``, not this script: each imports
+just its server library (with numpy and asyncio), as a real IOC of its kind
+does, so that no server's start-up time or RSS includes this benchmark's
+own imports (the harness, json, threading, subprocess, statistics ...,
+~0.13 s of CPU and ~11 MB). Every peer reads its bytecode from a cache the
+run fills with one untimed start of each, as an installed package has its
+``.pyc`` files (``--cold``: the environment's setting, which with
+PYTHONDONTWRITEBYTECODE compiles caioc at every start).
+
 Run from the repository root: ``python benchmarks/bench_server.py`` (add
 ``--quick`` for a smoke run, ``--json PATH`` to keep the results,
 ``--servers caioc,softioc`` to choose the servers, ``--profile PATH`` to
-write a cProfile of the caioc server process).
+write a cProfile of the caioc server process, ``--cold``).
 """
 
-# Every peer is this same file started again with a hidden first argument
-# (``--peer ROLE SPEC``): the orchestrator imports no CA library at all,
-# each server process imports only its own, and libca reads its
-# environment once, in a process prepared for it.
+# Every client peer is this same file started again with a hidden first
+# argument (``--peer ROLE SPEC``): the orchestrator imports no CA library at
+# all, and libca reads its environment once, in a process prepared for it.
+# The servers are _server_peer.py, which imports nothing but the server
+# library under test (and numpy, asyncio): a server pays for no import of
+# this script, so its start-up time and RSS are its own.
 
 from __future__ import annotations
 
@@ -64,6 +78,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -73,24 +88,23 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+import _server_peer as server_peer
+from _server_peer import (
+    COUNTER_PV,
+    GET_PV,
+    MONITOR_PV,
+    PUT_PV,
+    RATE_PVS,
+    WAVEFORM8_LENGTH,
+    WAVEFORM8_PV,
+    WAVEFORM_LENGTH,
+    WAVEFORM_PV,
+    channel_names,
+)
 
 SERVERS = ("softioc", "caioc", "caproto")
 #: Repeats of a full run (each is a few fresh client processes per server).
 DEFAULT_REPEATS = 5
-#: Element count of the 1 MiB DOUBLE waveform.
-WAVEFORM_LENGTH = 131072
-PREFIX = "BENCH:"
-GET_PV = PREFIX + "GET"
-PUT_PV = PREFIX + "PUT"
-MONITOR_PV = PREFIX + "MON"
-WAVEFORM_PV = PREFIX + "WF"
-#: The 8 MB DOUBLE waveform (10**6 elements).
-WAVEFORM8_PV = PREFIX + "WF8"
-WAVEFORM8_LENGTH = 1_000_000
-#: The writable counter: puts to it with a monitor on it (group 6).
-COUNTER_PV = PREFIX + "COUNT"
-#: The PVs the load of group 9 updates at 100 Hz.
-RATE_PVS = [f"{PREFIX}R{i:02d}" for i in range(10)]
 #: Seconds the subscriber waits for the last value once the puts are sent;
 #: updates later than that count as lost.
 FINAL_WAIT = 10.0
@@ -142,113 +156,6 @@ QUICK = Counts(
     warmup=10,
     settle=0.05,
 )
-
-
-def channel_names(count: int) -> list[str]:
-    return [f"{PREFIX}C{i:04d}" for i in range(count)]
-
-
-def scalar_names(counts: Counts) -> list[str]:
-    return [GET_PV, PUT_PV, MONITOR_PV, COUNTER_PV, *RATE_PVS, *channel_names(counts.channels)]
-
-
-# ==========================================================================
-# Peers: the servers
-
-
-def serve_softioc(counts: Counts) -> None:
-    """softioc: plain soft records (pure C processing), served by rsrv."""
-    import tempfile
-
-    import numpy as np
-    from softioc import asyncio_dispatcher, builder, softioc
-
-    # Soft-channel ao records from a .db file: a put processes the record in
-    # C. (builder's aOut would call Python device support on every put.)
-    records = "".join(f'record(ao, "{name}") {{\n}}\n' for name in scalar_names(counts))
-    with tempfile.NamedTemporaryFile("w", suffix=".db", delete=False) as db:
-        db.write(records)
-    softioc.dbLoadDatabase(db.name)
-    os.unlink(db.name)
-    # Reads of a waveform never process it: rsrv copies the array in C.
-    builder.SetDeviceName(PREFIX.rstrip(":"))
-    builder.WaveformIn(
-        WAVEFORM_PV[len(PREFIX) :], initial_value=np.arange(WAVEFORM_LENGTH, dtype=np.float64)
-    )
-    builder.WaveformIn(
-        WAVEFORM8_PV[len(PREFIX) :], initial_value=np.arange(WAVEFORM8_LENGTH, dtype=np.float64)
-    )
-    builder.LoadDatabase()
-    softioc.iocInit(asyncio_dispatcher.AsyncioDispatcher(), enable_pva=False)
-    print("READY", flush=True)
-    softioc.non_interactive_ioc()
-
-
-def serve_caioc(counts: Counts, profile: str | None) -> None:
-    import asyncio
-
-    import numpy as np
-
-    from caioc.server import Server, ServerConfig
-    from caioc.server._data import ChannelDouble
-
-    pvdb: dict[str, Any] = {name: ChannelDouble(value=0.0) for name in scalar_names(counts)}
-    pvdb[WAVEFORM_PV] = ChannelDouble(value=np.arange(WAVEFORM_LENGTH, dtype=np.float64))
-    pvdb[WAVEFORM8_PV] = ChannelDouble(value=np.arange(WAVEFORM8_LENGTH, dtype=np.float64))
-
-    async def main() -> None:
-        server = Server(pvdb, ServerConfig.from_environment())
-        await server.start()
-        print("READY", server.tcp_port, flush=True)
-        await asyncio.Future()
-
-    _run_maybe_profiled(lambda: asyncio.run(main()), profile)
-
-
-def serve_caproto(counts: Counts, profile: str | None) -> None:
-    import asyncio
-    import logging
-
-    import numpy as np
-    from caproto import ChannelDouble
-    from caproto.asyncio.server import Context
-
-    logging.getLogger("caproto").setLevel(logging.ERROR)
-    pvdb: dict[str, Any] = {name: ChannelDouble(value=0.0) for name in scalar_names(counts)}
-    pvdb[WAVEFORM_PV] = ChannelDouble(value=np.arange(WAVEFORM_LENGTH, dtype=np.float64))
-    pvdb[WAVEFORM8_PV] = ChannelDouble(value=np.arange(WAVEFORM8_LENGTH, dtype=np.float64))
-
-    async def ready(async_lib: object) -> None:
-        print("READY", context.port, flush=True)
-
-    context: Context
-
-    async def main() -> None:
-        nonlocal context
-        context = Context(pvdb)  # interfaces and ports from the environment
-        await context.run(startup_hook=ready)
-
-    _run_maybe_profiled(lambda: asyncio.run(main()), profile)
-
-
-def _run_maybe_profiled(run: Callable[[], None], profile: str | None) -> None:
-    """Run ``run``; with ``profile``, under cProfile, written there on SIGINT."""
-    if profile is None:
-        run()
-        return
-    import cProfile
-
-    profiler = cProfile.Profile()
-
-    def dump(signum: int, frame: object) -> None:
-        profiler.disable()
-        profiler.dump_stats(profile)
-        print("PROFILED", flush=True)
-        os._exit(0)
-
-    signal.signal(signal.SIGINT, dump)
-    profiler.enable()
-    run()
 
 
 # ==========================================================================
@@ -622,22 +529,9 @@ def _expect_stdin(word: str) -> None:
 
 
 def peer_main(role: str, spec: Mapping[str, Any]) -> int:
+    """A client peer (the servers are _server_peer.py)."""
     if spec.get("tune_malloc"):
         h.tune_malloc()
-    counts = Counts(**spec["counts"]) if "counts" in spec else FULL
-    if role == "floor":  # what every peer pays before it does anything
-        print("READY", flush=True)
-        _expect_stdin("EXIT")
-        return 0
-    if role == "server":
-        kind = spec["kind"]
-        if kind == "softioc":
-            serve_softioc(counts)
-        elif kind == "caioc":
-            serve_caioc(counts, spec.get("profile"))
-        else:
-            serve_caproto(counts, spec.get("profile"))
-        return 0
     runner = {
         "client": run_client,
         "subscriber": run_subscriber,
@@ -662,10 +556,10 @@ class PeerError(RuntimeError):
 class Peer:
     """One peer process; its output read by a thread, every wait bounded."""
 
-    def __init__(self, name: str, role: str, spec: Mapping[str, Any], env: dict[str, str]):
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]):
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--peer", role, json.dumps(spec)],
+            list(argv),
             env=env,
             cwd=h.REPO_ROOT,
             stdin=subprocess.PIPE,
@@ -730,6 +624,39 @@ class Peer:
                     stream.close()
 
 
+def client_peer(name: str, role: str, spec: Mapping[str, Any], env: dict[str, str]) -> Peer:
+    """A client peer: this file again, with ``--peer ROLE SPEC``."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--peer", role, json.dumps(spec)]
+    return Peer(name, argv, env)
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    """How server peers start: where the run keeps its files, bytecode and malloc."""
+
+    #: A directory for the run's files (softioc's .db file).
+    directory: str
+    #: The bytecode cache of every peer (None: the environment's setting).
+    pycache: str | None
+    tune: bool
+
+    def environment(self) -> dict[str, str]:
+        """A loopback environment on fresh ports, with the bytecode cache."""
+        env = h.loopback_ca_environment(h.free_port(), h.free_port())
+        return h.with_bytecode_cache(env, self.pycache)
+
+    def command(self, kind: str, counts: Counts, profile: str | None = None) -> list[str]:
+        """The command line of a server (or floor) peer of ``kind``."""
+        database = None
+        if kind == "softioc":  # an IOC reads its database from a file
+            database = os.path.join(self.directory, f"bench_{counts.channels}.db")
+            if not os.path.exists(database):
+                Path(database).write_text(server_peer.soft_database(counts.channels))
+        return server_peer.command(
+            kind, counts.channels, database=database, tune_malloc=self.tune, profile=profile
+        )
+
+
 @contextlib.contextmanager
 def peers() -> Iterator[list[Peer]]:
     """A list to register peers in; all are killed on the way out."""
@@ -752,19 +679,14 @@ def start_servers(
     kinds: Sequence[str],
     counts: Counts,
     registry: list[Peer],
-    tune: bool,
+    setup: ServerSetup,
     profile: str | None,
 ) -> list[ServerPeer]:
     servers = []
     for kind in kinds:
-        env = h.loopback_ca_environment(h.free_port(), h.free_port())
-        spec = {
-            "kind": kind,
-            "counts": asdict(counts),
-            "tune_malloc": tune,
-            "profile": profile if kind == "caioc" else None,
-        }
-        peer = Peer(kind, "server", spec, env)
+        env = setup.environment()
+        command = setup.command(kind, counts, profile if kind == "caioc" else None)
+        peer = Peer(kind, command, env)
         registry.append(peer)
         servers.append(ServerPeer(kind, peer, env))
     for server in servers:  # started together, waited for in turn
@@ -774,7 +696,7 @@ def start_servers(
 
 def client_run(server: ServerPeer, counts: Counts, registry: list[Peer], tune: bool) -> Any:
     spec = {"counts": asdict(counts), "server_pid": server.peer.pid, "tune_malloc": tune}
-    client = Peer(f"client of {server.kind}", "client", spec, server.env)
+    client = client_peer(f"client of {server.kind}", "client", spec, server.env)
     registry.append(client)
     budget = (
         60.0
@@ -801,8 +723,8 @@ def monitor_run(
 ) -> dict[str, Any]:
     puts = counts.monitor_puts if puts is None else puts
     spec = {"base": base, "n": puts, "mode": mode, "tune_malloc": tune, "pv": pv}
-    subscriber = Peer(f"subscriber of {server.kind}", "subscriber", spec, server.env)
-    putter = Peer(f"putter to {server.kind}", "putter", spec, server.env)
+    subscriber = client_peer(f"subscriber of {server.kind}", "subscriber", spec, server.env)
+    putter = client_peer(f"putter to {server.kind}", "putter", spec, server.env)
     registry += [subscriber, putter]
     subscriber.expect("READY", 60.0)
     putter.expect("READY", 60.0)
@@ -861,21 +783,25 @@ def is_search_reply(data: bytes) -> bool:
     return False
 
 
-def startup_run(kind: str, counts: Counts, registry: list[Peer], tune: bool) -> float:
-    """Group 8: seconds from starting a fresh server to its first answered search.
+def startup_run(
+    kind: str, counts: Counts, registry: list[Peer], setup: ServerSetup
+) -> tuple[float, float]:
+    """Group 8: seconds from starting a fresh server to its first answered search,
+    and the CPU seconds (all threads) it had used by then.
 
     A UDP socket sends the search every 5 ms from just before the process
-    starts; the server is alone on the machine's CPUs meanwhile.
+    starts; the server is alone on the machine's CPUs meanwhile. The CPU
+    figure depends far less than the wall time on how busy the machine is.
     """
-    env = h.loopback_ca_environment(h.free_port(), h.free_port())
+    env = setup.environment()
     port = int(env["EPICS_CA_SERVER_PORT"])
     datagram = search_datagram(GET_PV)
-    spec = {"kind": kind, "counts": asdict(counts), "tune_malloc": tune}
+    command = setup.command(kind, counts)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(0.005)
         started = time.monotonic()
-        peer = Peer(f"{kind} (start-up)", "server", spec, env)
+        peer = Peer(f"{kind} (start-up)", command, env)
         registry.append(peer)
         try:
             while time.monotonic() - started < 120.0:
@@ -885,6 +811,7 @@ def startup_run(kind: str, counts: Counts, registry: list[Peer], tune: bool) -> 
                     sock.sendto(datagram, ("127.0.0.1", port))
                     if is_search_reply(sock.recv(4096)):
                         answered = time.monotonic()
+                        cpu = h.process_cpu(peer.pid).best
                         break
                 except OSError:  # a timeout, or nobody on the port yet
                     continue
@@ -893,18 +820,28 @@ def startup_run(kind: str, counts: Counts, registry: list[Peer], tune: bool) -> 
             peer.expect("READY", 120.0)
         finally:
             peer.stop()
-    return answered - started
+    return answered - started, cpu
 
 
-def startup_floor(registry: list[Peer]) -> float:
-    """Seconds from starting a peer process to its first line: the interpreter
-    and this script's own imports, which every server's start-up includes."""
+#: The floors of groups 7 and 8 (see _server_peer.py): the interpreter
+#: alone, and with numpy, asyncio and both waveforms.
+FLOORS = ("floor", "floor-numpy-asyncio")
+
+
+def floor_run(
+    kind: str, counts: Counts, registry: list[Peer], setup: ServerSetup
+) -> dict[str, float]:
+    """A floor peer: seconds from its start to its READY line, its CPU seconds by
+    then, and its RSS 1 s later (when the servers' RSS is read after their start)."""
     started = time.monotonic()
-    peer = Peer("start-up floor", "floor", {}, dict(os.environ))
+    peer = Peer(f"{kind} (start-up)", setup.command(kind, counts), setup.environment())
     registry.append(peer)
     try:
         peer.expect("READY", 60.0)
-        return time.monotonic() - started
+        seconds = time.monotonic() - started
+        cpu = h.process_cpu(peer.pid).best
+        time.sleep(1.0)
+        return {"start": seconds, "cpu": cpu, "rss": vm_mb(peer.pid, "VmRSS")}
     finally:
         peer.stop()
 
@@ -923,10 +860,10 @@ def load_run(
     """Group 9: ``load_clients`` clients x 10 monitors on PVs put at ``load_hz``."""
     spec = {"hz": counts.load_hz, "seconds": counts.load_seconds, "tune_malloc": tune}
     clients = [
-        Peer(f"load client {i} of {server.kind}", "load_subscriber", spec, server.env)
+        client_peer(f"load client {i} of {server.kind}", "load_subscriber", spec, server.env)
         for i in range(counts.load_clients)
     ]
-    putter = Peer(f"rate putter to {server.kind}", "rate_putter", spec, server.env)
+    putter = client_peer(f"rate putter to {server.kind}", "rate_putter", spec, server.env)
     registry += [*clients, putter]
     for peer in [*clients, putter]:
         peer.expect("READY", 120.0)
@@ -1252,6 +1189,14 @@ def once_lines(
     )
     return [
         Line(memory, "RSS after start", "MB", per_kind("rss_start"), key="rss"),
+        Line(
+            memory,
+            "floor: Python + numpy + asyncio + both waveforms",
+            "MB",
+            per_kind("rss_floor_numpy_asyncio"),
+            ratio=False,
+            note="the same process for every server",
+        ),
         Line(memory, "RSS after the run", "MB", per_kind("rss_end")),
         Line(memory, "peak RSS (VmHWM)", "MB", per_kind("hwm")),
         Line(
@@ -1261,13 +1206,29 @@ def once_lines(
             per_kind("start"),
             key="start",
         ),
+        Line(start, "CPU used by the first answer", "s", per_kind("start_cpu")),
         Line(
             start,
-            "of which interpreter + this script's imports",
+            "floor: the interpreter alone",
             "s",
             per_kind("start_floor"),
             ratio=False,
             note="a peer that prints READY at once",
+        ),
+        Line(
+            start,
+            "floor: Python + numpy + asyncio + both waveforms",
+            "s",
+            per_kind("start_floor_numpy_asyncio"),
+            ratio=False,
+            note="to its READY line",
+        ),
+        Line(
+            start,
+            "floor: its CPU by READY",
+            "s",
+            per_kind("cpu_floor_numpy_asyncio"),
+            ratio=False,
         ),
         Line(
             group,
@@ -1430,6 +1391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="run the caioc server under cProfile, write the stats to PATH and print the top",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no bytecode cache of the benchmark's own: with PYTHONDONTWRITEBYTECODE "
+        "set, every peer compiles its sources at each start",
+    )
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in SERVERS]
@@ -1456,19 +1423,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     once: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
     failed: list[str] = []
     started = time.monotonic()
-    with peers() as registry:
+    with tempfile.TemporaryDirectory(prefix="bench_server_") as directory, peers() as registry:
+        pycache = None if args.cold else os.path.join(directory, "pycache")
+        setup = ServerSetup(directory, pycache, tune)
+        if pycache is not None:  # one untimed start of each fills the cache
+            print("filling the bytecode cache", file=sys.stderr)
+            for kind in kinds:
+                startup_run(kind, counts, registry, setup)
+            for kind in FLOORS:
+                floor_run(kind, counts, registry, setup)
         # 8. start-up, each server alone on the machine, before the others start
-        starts: dict[str, list[float]] = {kind: [] for kind in kinds}
+        starts: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
         for repeat in range(counts.starts):
             for kind in kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]:
                 print(f"start-up {repeat + 1}/{counts.starts}: {kind}", file=sys.stderr)
-                starts[kind].append(startup_run(kind, counts, registry, tune))
-        floor = statistics.median(startup_floor(registry) for _ in range(counts.starts))
+                starts[kind].append(startup_run(kind, counts, registry, setup))
+        floors = {
+            kind: [floor_run(kind, counts, registry, setup) for _ in range(counts.starts)]
+            for kind in FLOORS
+        }
         for kind in kinds:
-            once[kind]["start"] = statistics.median(starts[kind])
-            once[kind]["starts"] = starts[kind]
-            once[kind]["start_floor"] = floor
-        servers = start_servers(kinds, counts, registry, tune, profile)
+            once[kind]["starts"] = [seconds for seconds, _ in starts[kind]]
+            once[kind]["start"] = statistics.median(once[kind]["starts"])
+            once[kind]["start_cpus"] = [cpu for _, cpu in starts[kind]]
+            once[kind]["start_cpu"] = statistics.median(once[kind]["start_cpus"])
+            for floor, runs_of_floor in floors.items():
+                for key in ("start", "cpu", "rss"):
+                    figure = statistics.median(run[key] for run in runs_of_floor)
+                    once[kind][f"{key}_{floor.replace('-', '_')}"] = figure
+        servers = start_servers(kinds, counts, registry, setup, profile)
         time.sleep(1.0)  # let each server settle after start-up
         for server in servers:
             once[server.kind]["rss_start"] = vm_mb(server.peer.pid, "VmRSS")

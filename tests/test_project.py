@@ -102,3 +102,25 @@ def test_board_file_reference_matches_the_code(tmp_path: Path) -> None:
     example = page.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "example.toml").write_text(example)
     assert [d.driver for d in load(tmp_path / "example.toml").devices] == ["bme280"]
+
+
+def test_benchmark_server_peers_import_nothing_of_the_benchmark() -> None:
+    # bench_server.py times each server's start and reads its RSS: a server
+    # process (benchmarks/_server_peer.py) must pay for its own library and
+    # nothing else, so its top imports only what the interpreter has loaded.
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "sys.path.insert(0, 'benchmarks')\n"
+        "import _server_peer\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    assert set(result.stdout.split()) <= {"_server_peer", "__future__", "collections.abc"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ import pytest
 from peers import ROOT
 
 from caioc.ca import AlarmSeverity
-from caioc.cli.main import main
+from caioc.cli.main import BLAS_DEFAULTS, main
 from caioc.drivers import _registry
 from caioc.ioc import FIELDS, PVDatabase, PVGroup, SubGroup, _group, pvproperty, serve
 
@@ -46,7 +47,7 @@ NOT_FOR_AN_I2C_BOARD = (
 )
 
 
-def run_python(code: str) -> Any:
+def run_python(code: str, env: dict[str, str] | None = None) -> Any:
     """Run ``code`` in a fresh interpreter; the JSON it prints last."""
     completed = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -54,6 +55,7 @@ def run_python(code: str) -> Any:
         text=True,
         timeout=120,
         cwd=ROOT,
+        env=env,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.splitlines()[-1])
@@ -88,12 +90,39 @@ def test_the_caioc_command_imports_no_driver_hardware_or_server_module() -> None
             "caioc.ioc",
             "caioc.server",
             "caioc.client",
+            # caioc.ca loads numpy: main() sets the OpenBLAS default first.
+            "caioc.ca",
+            "numpy",
             "getpass",
             "json",
             *NOT_FOR_AN_I2C_BOARD,
         )
         == []
     )
+
+
+BLAS_CHECK = """
+    import contextlib, io, json, os, sys
+    {before}
+    from caioc.cli.main import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["--list-pvs"])  # the demo IOC's PVs: imports numpy
+    print(json.dumps([os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "numpy" in sys.modules]))
+"""
+
+
+def blas_setting(before: str = "", **environment: str) -> Any:
+    """OPENBLAS_THREAD_TIMEOUT after ``caioc --list-pvs`` ran in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    return run_python(BLAS_CHECK.format(before=before), {**env, **environment})
+
+
+def test_the_caioc_command_lets_openblas_workers_sleep_unless_told_otherwise() -> None:
+    assert blas_setting() == [BLAS_DEFAULTS["OPENBLAS_THREAD_TIMEOUT"], True]
+    assert blas_setting(OPENBLAS_THREAD_TIMEOUT="20") == ["20", True]
+    # Once numpy is loaded OpenBLAS has read its environment: nothing is set.
+    assert blas_setting("import numpy") == [None, True]
 
 
 def test_a_board_file_imports_only_the_drivers_it_names() -> None:
