@@ -495,3 +495,22 @@ def test_float_rounding_helpers_agree_with_numpy() -> None:
         if expected is not None:
             assert _convert._f32(x) == expected
     assert math.isinf(_convert._f32(1e39))
+
+
+def test_fractions_are_loaded_only_for_the_rare_text_that_needs_them():
+    """A server does not pay for fractions (and decimal) at start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, caioc.server, caioc.ioc\n"
+        "assert 'fractions' not in sys.modules, 'loaded at import'\n"
+        "from caioc.ca._convert import ConversionError, _strtod\n"
+        "try:\n"
+        "    _strtod('4.9406564584124654e-324', False)\n"  # inexact subnormal: ERANGE
+        "except ConversionError:\n"
+        "    assert 'fractions' in sys.modules\n"
+        "else:\n"
+        "    raise AssertionError('a subnormal should be out of range')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
