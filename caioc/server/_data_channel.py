@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -215,21 +216,31 @@ class ChannelData(ChannelAlarms):
         self._write_lock: PutLock | None = None
         #: Text encoding of DBR strings, units and enum strings.
         self.encoding = encoding
-        self.units = units
-        self.precision = precision
-        self.upper_disp_limit = upper_disp_limit
-        self.lower_disp_limit = lower_disp_limit
-        self.upper_alarm_limit = upper_alarm_limit
-        self.upper_warning_limit = upper_warning_limit
-        self.lower_warning_limit = lower_warning_limit
-        self.lower_alarm_limit = lower_alarm_limit
-        self.upper_ctrl_limit = upper_ctrl_limit
-        self.lower_ctrl_limit = lower_ctrl_limit
-        self.record_type = record_type
-        self.upper_alarm_severity = upper_alarm_severity
-        self.upper_warning_severity = upper_warning_severity
-        self.lower_warning_severity = lower_warning_severity
-        self.lower_alarm_severity = lower_alarm_severity
+        # Metadata as given, checked. A value that is the default is not
+        # stored on the instance (the class holds it): most PVs take the
+        # defaults, so a thousand of them start faster and smaller.
+        given = (
+            units,
+            precision,
+            upper_disp_limit,
+            lower_disp_limit,
+            upper_alarm_limit,
+            upper_warning_limit,
+            lower_warning_limit,
+            lower_alarm_limit,
+            upper_ctrl_limit,
+            lower_ctrl_limit,
+            record_type,
+            upper_alarm_severity,
+            upper_warning_severity,
+            lower_warning_severity,
+            lower_alarm_severity,
+        )
+        for (name, default), setting in zip(_METADATA_DEFAULTS, given, strict=True):
+            if setting is not default and (
+                type(setting) is not type(default) or setting != default
+            ):
+                setattr(self, name, setting)
         self.alarm_hysteresis = float(alarm_hysteresis)
         self.monitor_deadband = float(monitor_deadband)
         self.archive_deadband = float(archive_deadband)
@@ -671,3 +682,33 @@ class ChannelData(ChannelAlarms):
             return
         for subscription in targets:
             subscription.deliver(payload, count)
+
+
+#: The metadata ``ChannelData.__init__`` takes, in its order, with the
+#: signature's defaults: the class holds each, so that an instance keeping
+#: a default stores nothing for it.
+_METADATA_DEFAULTS = tuple(
+    (name, inspect.signature(ChannelData.__init__).parameters[name].default)
+    for name in (
+        "units",
+        "precision",
+        "upper_disp_limit",
+        "lower_disp_limit",
+        "upper_alarm_limit",
+        "upper_warning_limit",
+        "lower_warning_limit",
+        "lower_alarm_limit",
+        "upper_ctrl_limit",
+        "lower_ctrl_limit",
+        "record_type",
+        "upper_alarm_severity",
+        "upper_warning_severity",
+        "lower_warning_severity",
+        "lower_alarm_severity",
+    )
+)
+for _name, _default in _METADATA_DEFAULTS:
+    # stored as the descriptor stores a value: checked (no instance needed
+    # for these defaults)
+    setattr(ChannelData, "_meta_" + _name, _default)
+del _name, _default

@@ -865,3 +865,20 @@ def test_native_types() -> None:
     natives = {cls.native_type for cls in _all_channel_classes()}
     assert natives == set(range(7))
     assert ChannelInteger.native_type is T.LONG and ChannelShort.native_type is T.INT
+
+
+def test_metadata_left_at_its_defaults_costs_an_instance_nothing() -> None:
+    plain = ChannelDouble(value=1.5)
+    assert not [name for name in vars(plain) if name.startswith("_meta_")]
+    assert (plain.value, plain.units, plain.precision, plain.record_type) == (
+        1.5,
+        "",
+        None,
+        "caioc",
+    )
+    assert plain.upper_alarm_severity is AlarmSeverity.MAJOR
+    given = ChannelDouble(value=2.5, units="mm", precision=0, upper_alarm_severity="MINOR")
+    assert (given.value, given.units, given.precision) == (2.5, "mm", 0)
+    assert given.upper_alarm_severity is AlarmSeverity.MINOR
+    given.units = "V"  # set later: the instance's own, the class default untouched
+    assert (given.units, plain.units, ChannelDouble(value=0.0).units) == ("V", "", "")
