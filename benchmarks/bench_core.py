@@ -15,7 +15,12 @@ b. EVENT_ADD responses (monitor updates), same payload; plus the
    encode-once / send-to-many path (caioc ``EventAddResponse.from_payload``,
    caproto handed the pre-encoded value bytes and metadata struct);
 c. SEARCH: a UDP datagram of VERSION + 10 SEARCH requests, and the answer
-   (VERSION + 10 SEARCH responses); rates count SEARCH messages. Extra
+   (VERSION + 10 SEARCH responses); rates count SEARCH messages. caioc's
+   ``SearchRequest.name`` remembers the names it has decoded (a server
+   hears the same ones again and again), so the request decode row, which
+   parses one datagram over and over, reads names from that memory; the
+   row "names not seen before" empties it before every call and shows the
+   first sight of each name (reported, not counted towards the goal). Extra
    rows marked "batch" time caioc's whole-datagram API (``search_datagram``,
    ``read_searches``, ``search_response_datagram``), which the server's UDP
    handler uses, beside the same caproto object path: they show what that
@@ -80,6 +85,7 @@ from caioc.ca import (
     search_datagram,
     search_response_datagram,
 )
+from caioc.ca._commands import _SEARCH_NAMES as SEARCH_NAMES  # cleared by one row
 
 #: Scalar messages per encode call and per received chunk in decode rows.
 BATCH = 100
@@ -274,6 +280,11 @@ def caioc_batch_search_request_view(data: bytes) -> list[tuple[str, int]]:
 
 def caioc_search_request_view(data: bytes) -> list[tuple[str, int]]:
     return [(cmd.name, cmd.cid) for cmd in parse_datagram(data, Role.CLIENT)[1:]]
+
+
+def caioc_new_names_search_request_view(data: bytes) -> list[tuple[str, int]]:
+    SEARCH_NAMES.clear()  # every name is new to SearchRequest.name
+    return caioc_search_request_view(data)
 
 
 def caioc_search_response_views(data: bytes) -> list[tuple[Any, ...]]:
@@ -539,6 +550,11 @@ def verify(items: list[Scalar], names: list[tuple[str, int]], array: np.ndarray)
     req = caproto_search_requests(names)
     views("SEARCH request decode", caioc_search_request_view(req), caproto_search_request_view(req))
     views(
+        "SEARCH request decode, new names",
+        caioc_new_names_search_request_view(req),
+        caproto_search_request_view(req),
+    )
+    views(
         "SEARCH request decode, batch",
         caioc_batch_search_request_view(req),
         caproto_search_request_view(req),
@@ -705,6 +721,19 @@ def run(settings: h.Settings) -> list[h.Row]:
             "msg/s",
             settings,
             tags=scalar,
+        )
+    )
+    say(
+        pair(
+            group,
+            "request datagram decode + name/cid, names not seen before",
+            lambda: caioc_new_names_search_request_view(request),
+            lambda: caproto_search_request_view(request),
+            SEARCHES,
+            "msg/s",
+            settings,
+            note="caioc's remembered names emptied every call; not counted",
+            tags=frozenset({"new names"}),
         )
     )
     say(
@@ -938,6 +967,7 @@ def profile(settings: h.Settings) -> None:
     items = scalar_items(BATCH, seed=1)
     reads = b"".join(caioc_read(i) for i in items)
     names = search_names(SEARCHES, seed=2)
+    request = caioc_search_requests(names)
     response = caioc_search_responses([cid for _, cid in names])
     stream = CaiocStream()
     calls = 20 if settings.quick else 2000
@@ -947,6 +977,7 @@ def profile(settings: h.Settings) -> None:
         "SEARCH response datagram encode": lambda: caioc_search_responses(
             [cid for _, cid in names]
         ),
+        "SEARCH request datagram decode": lambda: caioc_search_request_view(request),
         "SEARCH response datagram decode": lambda: caioc_search_response_views(response),
     }
     for title, fn in cases.items():

@@ -353,12 +353,14 @@ def test_small_payloads_are_views_of_the_received_chunk(sender):
         assert np.shares_memory(command.data, arena)
 
 
-def test_datagram_payloads_are_views_of_the_datagram():
+def test_datagram_payloads_are_bytes():
+    # Datagram payloads are small: copies are cheaper than views there.
     commands = [VersionRequest(1, 13, 4), SearchRequest("a:b", 1), SearchRequest("c:d", 2)]
     datagram = b"".join(bytes(c) for c in commands)
-    got = parse_datagram(datagram, Role.CLIENT)
+    got = parse_datagram(bytearray(datagram), Role.CLIENT)
     assert got == commands
-    assert all(c.payload.obj is datagram for c in got[1:])
+    assert all(type(c.payload) is bytes for c in got)
+    assert [c.name for c in got[1:]] == ["a:b", "c:d"]
 
 
 # --- limits ----------------------------------------------------------------------------------
@@ -706,6 +708,47 @@ def test_valid_headers_with_random_fields(sender, messages, cuts):
     datagram = check_bounded(run_datagram, sender, data, len(data))
     if datagram or not data:
         assert b"".join(bytes(cmd) for cmd in datagram) == data
+
+
+@FUZZ
+@given(sender=senders, draw=st.data())
+def test_a_datagram_parses_as_a_stream_of_its_bytes_does(sender, draw):
+    # parse_datagram's fast and general paths together accept exactly what
+    # the stream parser accepts, whole, from the same bytes, and agree on it:
+    # real messages, perhaps one odd one among them, perhaps cut short.
+    pool = [bytes(c) for c in STREAMS[sender] if len(c) < 2048]
+    messages = draw.draw(st.lists(st.sampled_from(pool), max_size=8))
+    if draw.draw(st.booleans()):
+        odd = draw.draw(plausible_messages())
+        messages.insert(draw.draw(st.integers(0, len(messages))), odd)
+    data = b"".join(messages)
+    if draw.draw(st.integers(0, 3)) == 0:
+        data = data[: draw.draw(st.integers(0, len(data)))]
+    parser = StreamParser(sender, max_payload=FUZZ_LIMIT)
+    parser.receive_data(data)
+    try:
+        streamed = parser.commands()
+        streamed += parser.commands()  # raises if one after the first was refused
+        whole = parser.buffered == 0
+    except RemoteProtocolError:
+        whole = False
+    if not whole:
+        with pytest.raises(RemoteProtocolError):
+            parse_datagram(data, sender, max_payload=FUZZ_LIMIT)
+        return
+    got = parse_datagram(data, sender, max_payload=FUZZ_LIMIT)
+    assert got == streamed
+    assert [bytes(c) for c in got] == [bytes(c) for c in streamed]
+
+
+def test_datagram_beyond_16k_parses_alike():
+    # Larger than any CA peer sends: every message takes the general path.
+    commands = [VersionRequest(1, 13, 4)] + [SearchRequest(f"pv:{i}", i) for i in range(1500)]
+    datagram = b"".join(bytes(c) for c in commands)
+    assert len(datagram) > 16384 + 16
+    assert parse_datagram(datagram, Role.CLIENT) == commands
+    with pytest.raises(RemoteProtocolError, match="into a header"):
+        parse_datagram(datagram + bytes(5), Role.CLIENT)
 
 
 DATA_IDS = {Role.SERVER: [1, 15], Role.CLIENT: [4, 19]}

@@ -33,6 +33,7 @@ from caioc.ca import (
     search_datagram,
     search_response_datagram,
 )
+from caioc.ca._commands import _NAME_CACHE_PAYLOAD, _NAME_CACHE_SIZE, _SEARCH_NAMES
 from caioc.ca._wire import decode_string
 
 HEADER = struct.Struct(">HHHHII")
@@ -193,7 +194,24 @@ def test_names_decode_as_the_original_decode_string(payload):
     data = HEADER.pack(6, len(payload), 5, 13, 1, 1) + payload
     if payload:
         assert read_searches(data)[0] == [(original, 1, 5, 13)]
-        assert parse_datagram(data, Role.CLIENT)[0].name == original
+        (search,) = parse_datagram(data, Role.CLIENT)
+        assert search.name == original
+        assert search.name == original  # remembered by now
+    # Payloads as views, writable (not hashable) or not, give the same name.
+    for view in (memoryview(payload), memoryview(bytearray(payload))):
+        search = SearchRequest.from_wire(len(payload), 5, 13, 1, 1, view)
+        assert search.name == original
+        assert search.name == original
+
+
+def test_remembered_search_names_are_bounded():
+    for i in range(_NAME_CACHE_SIZE + 10):
+        assert SearchRequest(f"pv:{i}", 1).name == f"pv:{i}"
+    assert 0 < len(_SEARCH_NAMES) <= _NAME_CACHE_SIZE
+    long_name = "x" * _NAME_CACHE_PAYLOAD
+    search = SearchRequest(long_name, 1)
+    assert search.name == long_name
+    assert search.payload not in _SEARCH_NAMES  # long payloads are not kept
 
 
 # --- the broadcaster and the server's UDP handler --------------------------------------

@@ -40,6 +40,7 @@ from ._wire import (
     ADDRESS_FROM_SENDER,
     HEADER,
     Command,
+    Payload,
     _check_data_type,
     _check_uint,
     _dotted_to_int,
@@ -98,6 +99,27 @@ _SEARCH_PAYLOADS = {
 }
 #: A whole SEARCH response: the header, then the version and its padding.
 _pack_search_response = struct.Struct(">HHHHIIH6x").pack
+#: PV names by SEARCH payload, for payloads up to _NAME_CACHE_PAYLOAD
+#: bytes. A server hears the same names over and over: every client
+#: repeats each search until it is answered, and a display's searches
+#: reach every server. A name read again costs a dict lookup instead of a
+#: decode. Emptied when it holds _NAME_CACHE_SIZE names (< 1 MB at most).
+_SEARCH_NAMES: dict[bytes, str] = {}
+_NAME_CACHE_SIZE = 2048
+_NAME_CACHE_PAYLOAD = 128
+
+
+def _search_name(payload: Payload) -> str:
+    """The name a SEARCH payload carries, remembered in _SEARCH_NAMES."""
+    if type(payload) is not bytes:
+        payload = bytes(payload)  # a key must not change with someone's buffer
+    # decode_string inlined, with bytes' own decode (cheaper than str()).
+    name = payload.decode("utf-8", "surrogateescape").partition("\0")[0]
+    if len(payload) <= _NAME_CACHE_PAYLOAD:
+        if len(_SEARCH_NAMES) >= _NAME_CACHE_SIZE:
+            _SEARCH_NAMES.clear()
+        _SEARCH_NAMES[payload] = name
+    return name
 
 
 # --- commands without payload or with a plain header -----------------------
@@ -255,8 +277,12 @@ class SearchRequest(Command):
     @property
     def name(self) -> str:
         """The PV name searched for."""
-        # decode_string inlined: a server reads one per search it receives.
-        return str(self[6], "utf-8", "surrogateescape").partition("\0")[0]
+        payload = self[6]
+        try:
+            name = _SEARCH_NAMES.get(payload)
+        except (TypeError, ValueError):  # a view that cannot be hashed
+            return decode_string(payload)
+        return name if name is not None else _search_name(payload)
 
 
 class SearchResponse(Command):

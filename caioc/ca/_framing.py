@@ -1,11 +1,14 @@
 """Splitting received bytes into commands: TCP streams and UDP datagrams.
 
 Both parsers read headers with ``struct.unpack_from`` straight out of the
-received buffer and hand payloads on as ``memoryview`` slices of it, so no
-payload is copied. A stream keeps the incomplete tail of one chunk until
-the next arrives; when a header announces a large payload that has not
-fully arrived, the parser allocates one buffer of exactly that size and
-fills it as chunks come, instead of joining chunks over and over.
+received buffer. The stream parser hands payloads on as ``memoryview``
+slices of it, so no payload is copied; a datagram's payloads are a few
+dozen bytes, which ``parse_datagram`` copies out as ``bytes`` (cheaper
+than a view at that size). A stream keeps the incomplete tail of one
+chunk until the next arrives; when a header announces a large payload
+that has not fully arrived, the parser allocates one buffer of exactly
+that size and fills it as chunks come, instead of joining chunks over
+and over.
 
 Sizes are checked against a limit *before* anything is allocated, so a
 hostile header costs nothing but a :class:`RemoteProtocolError`.
@@ -13,6 +16,7 @@ hostile header costs nothing but a :class:`RemoteProtocolError`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Final
 
@@ -54,6 +58,8 @@ _MIN_LIMIT = 16384
 #: preallocated buffer rather than by concatenation.
 _LARGE_PAYLOAD = 1 << 13
 _NUM_TYPES = len(ChannelType)
+#: Entries of each direction's class table: one per command number.
+_NUM_COMMANDS = len(REQUEST_CLASSES)
 
 
 def max_payload_for(max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> int:
@@ -128,6 +134,15 @@ _MINIMUM_WHY = {
 _CHECKS: dict[type[Command], Callable[[type[Command], int, int, int], None]] = {
     **dict.fromkeys(DATA_CLASSES, _check_data),
     **dict.fromkeys(_MINIMUM_PAYLOADS, _check_minimum),
+}
+
+
+#: Per datagram sender: the class of each command number, and the same
+#: table with None for the classes whose payload the parsers check;
+#: parse_datagram builds the others on its fast path.
+_DATAGRAM_TABLES = {
+    sender: (classes, tuple(None if cls in _CHECKS else cls for cls in classes))
+    for sender, classes in ((Role.CLIENT, REQUEST_CLASSES), (Role.SERVER, RESPONSE_CLASSES))
 }
 
 
@@ -328,58 +343,98 @@ def parse_datagram(
     header or payload, a command illegal over UDP from that sender) is a
     :class:`RemoteProtocolError` naming the offset. Datagrams a repeater
     forwards are parsed as their original sender's.
+
+    Payloads are ``bytes`` slices of the datagram, not views: at a few
+    dozen bytes (a PV name) a copy is cheaper than a memoryview.
     """
-    if sender is Role.REPEATER:
-        raise ValueError("a repeater forwards datagrams; parse them as their sender's")
+    try:
+        classes, unchecked = _DATAGRAM_TABLES[sender]
+    except (KeyError, TypeError):
+        if sender is Role.REPEATER:
+            why = "a repeater forwards datagrams; parse them as their sender's"
+        else:
+            why = f"no CA datagram is sent by a {sender}"
+        raise ValueError(why) from None
     if type(data) is not bytes:
         data = bytes(data)
-    classes = _classes_from(sender)
-    known = len(classes)
-    limit = max_payload_for(max_payload)
-    view = memoryview(data)
     total = len(data)
+    # A message ending within a datagram of at most 16 kB + a header has a
+    # payload within any limit, and its size is not the extended-header
+    # marker 0xFFFF: the fast path checks both with one comparison. Larger
+    # datagrams (CA peers keep theirs within an Ethernet frame) take the
+    # general path throughout.
+    fast_end = total if total <= _MIN_LIMIT + _HEADER_SIZE else -1
     offset = 0
     out: list[Command] = []
     # Locals for the per-message loop: a search storm is thousands of these.
     append = out.append
     unpack = _unpack_header
-    check_for = _CHECKS.get
     new = _new
-    while offset < total:
-        if total - offset < _HEADER_SIZE:
-            raise RemoteProtocolError(
-                f"datagram from the {sender.value} ends {total - offset} bytes into a header "
-                f"at offset {offset}"
-            )
-        command, size, data_type, data_count, p1, p2 = unpack(data, offset)
-        start = offset + _HEADER_SIZE
-        if size == 0xFFFF:
-            if total - start < 8:
-                raise RemoteProtocolError(
-                    f"datagram from the {sender.value} ends inside an extended header at "
-                    f"offset {offset}"
-                )
-            count_field = data_count
-            size, data_count = _unpack_sizes(data, start)
-            start += 8
-            verbatim = not _canonical(size, data_count, True, count_field)
-        else:
-            verbatim = data_count == 0xFFFF
-        cls = classes[command] if command < known else None
-        if cls is None:
-            raise _illegal(command, sender)
-        end = start + size
-        if size > limit or end > total:
-            raise RemoteProtocolError(
-                f"datagram from the {sender.value}: {_describe(command)} at offset {offset} "
-                f"announces {size} payload bytes but {total - start} remain"
-            )
-        check = check_for(cls)
-        if check is not None:
-            check(cls, size, data_type, data_count)
-        # An odd but legal header form is kept verbatim to re-encode exactly.
-        payload = view[start:end] if size else b""
-        wire = data[offset:end] if verbatim else None
-        append(new(cls, (command, size, data_type, data_count, p1, p2, payload, wire)))
-        offset = end
+    header_size = _HEADER_SIZE
+    num_commands = _NUM_COMMANDS
+    try:
+        while offset < total:
+            command, size, data_type, data_count, p1, p2 = unpack(data, offset)
+            start = offset + header_size
+            end = start + size
+            cls = unchecked[command] if command < num_commands else None
+            if cls is not None and end <= fast_end and data_count != 0xFFFF:
+                # A class with no payload to check and a plain header: every
+                # message of a search datagram, or of its answer.
+                payload = data[start:end]
+                append(new(cls, (command, size, data_type, data_count, p1, p2, payload, None)))
+            else:
+                command, end = _datagram_message(data, offset, sender, classes, max_payload)
+                append(command)
+            offset = end
+    except struct.error:  # unpack_from: less than a header left
+        raise RemoteProtocolError(
+            f"datagram from the {sender.value} ends {total - offset} bytes into a header "
+            f"at offset {offset}"
+        ) from None
     return out
+
+
+def _datagram_message(
+    data: bytes,
+    offset: int,
+    sender: Role,
+    classes: tuple[type[Command] | None, ...],
+    max_payload: int,
+) -> tuple[Command, int]:
+    """parse_datagram's general case: the command at ``offset``, and its end.
+
+    Extended headers, odd header forms, payloads to check, sizes beyond
+    16 kB, illegal commands and truncated payloads.
+    """
+    total = len(data)
+    command, size, data_type, data_count, p1, p2 = _unpack_header(data, offset)
+    start = offset + _HEADER_SIZE
+    if size == 0xFFFF:
+        if total - start < 8:
+            raise RemoteProtocolError(
+                f"datagram from the {sender.value} ends inside an extended header at "
+                f"offset {offset}"
+            )
+        count_field = data_count
+        size, data_count = _unpack_sizes(data, start)
+        start += 8
+        verbatim = not _canonical(size, data_count, True, count_field)
+    else:
+        verbatim = data_count == 0xFFFF
+    cls = classes[command] if command < _NUM_COMMANDS else None
+    if cls is None:
+        raise _illegal(command, sender)
+    end = start + size
+    if size > max_payload_for(max_payload) or end > total:
+        raise RemoteProtocolError(
+            f"datagram from the {sender.value}: {_describe(command)} at offset {offset} "
+            f"announces {size} payload bytes but {total - start} remain"
+        )
+    check = _CHECKS.get(cls)
+    if check is not None:
+        check(cls, size, data_type, data_count)
+    # An odd but legal header form is kept verbatim to re-encode exactly.
+    wire = data[offset:end] if verbatim else None
+    payload = data[start:end]
+    return _new(cls, (command, size, data_type, data_count, p1, p2, payload, wire)), end
