@@ -1,9 +1,12 @@
 """The IOC toolkit: declarative PVs with record-like fields, hooks, a runner.
 
 See :class:`PVGroup` and :class:`pvproperty`; ``caioc.ioc_examples`` has
-runnable examples.
+runnable examples. An IOC serves under asyncio (the default), trio or curio:
+``run(group, async_lib="trio")`` or ``--async-lib trio``; hooks that sleep
+with :func:`sleep` run under all three.
 """
 
+from ._async_lib import sleep
 from ._autosave import Autosave
 from ._fields import FIELDS
 from ._group import PVDatabase, PVGroup, SubGroup, pvproperty
@@ -21,4 +24,5 @@ __all__ = [
     "pvproperty",
     "run",
     "serve",
+    "sleep",
 ]

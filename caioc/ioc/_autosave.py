@@ -13,7 +13,6 @@ one, never a torn or empty file.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._async_lib import sleep
 from ._group import PVGroup
 
 __all__ = ["Autosave"]
@@ -123,10 +123,13 @@ class Autosave:
         return restored
 
     async def run(self) -> None:
-        """Save every ``period`` seconds until cancelled, and once more then."""
+        """Save every ``period`` seconds until cancelled, and once more then.
+
+        Runs under asyncio, trio or curio, whichever awaits it.
+        """
         try:
             while True:
-                await asyncio.sleep(self.period)
+                await sleep(self.period)
                 try:
                     self.save()
                 except OSError as error:  # a full disk must not stop the IOC

@@ -33,10 +33,9 @@ The fields that steer processing behave as an ai record's do:
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ca import ECA, AlarmSeverity, AlarmStatus, SubscriptionMask
 from ..server import (
@@ -48,6 +47,9 @@ from ..server import (
     ChannelShort,
     ChannelString,
 )
+
+if TYPE_CHECKING:
+    from ..server._circuit import Wakeup
 
 __all__ = ["FIELDS", "MENU_SCAN", "ScanControl", "add_fields"]
 
@@ -118,7 +120,9 @@ class ScanControl:
     """The period of a PV's scan hook: what ``.SCAN`` shows and changes.
 
     ``period`` is None while the scan is stopped ("Passive"); ``changed``
-    is set whenever it changes, to wake the scan loop.
+    is set whenever it changes, to wake the scan loop. The scan loop makes
+    ``changed`` as it starts, an event of the library it runs on (asyncio,
+    trio or curio), which the group does not know before then.
     """
 
     def __init__(self, period: float) -> None:
@@ -128,7 +132,7 @@ class ScanControl:
         if period not in self._periods.values():
             self.choices.append(f"{period:g} second")
             self._periods[len(self.choices) - 1] = period
-        self.changed = asyncio.Event()
+        self.changed: Wakeup | None = None
 
     @property
     def index(self) -> int:
@@ -148,7 +152,8 @@ class ScanControl:
             raise ChannelError(
                 ECA.PUTFAIL, f"SCAN {self.choices[index]!r}: choose Passive or a period"
             )
-        self.changed.set()
+        if self.changed is not None:  # no loop yet: it starts at the period set here
+            self.changed.set()
 
 
 def _limit(channel: ChannelData, attribute: str) -> float:

@@ -28,19 +28,23 @@ a clear message), ``startup``/``shutdown`` when the IOC starts and stops,
 ``scan`` periodically (at the period ``.SCAN`` shows and may change; a
 ``.PROC`` write runs it once more, and ``.DISA`` skips it, see
 :mod:`._fields`).
+
+A group runs under asyncio, trio or curio: whichever library awaits
+:meth:`PVGroup.startup` runs its scan loops (see :mod:`._async_lib`). Hooks
+run as code of that library; a hook that sleeps with :func:`caioc.ioc.sleep`
+runs under all three.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import numpy as np
 
-from .._tasks import stop_tasks, wait_event
 from ..ca import ECA
 from ..server import (
     ChannelChar,
@@ -51,6 +55,7 @@ from ..server import (
     ChannelInteger,
     ChannelString,
 )
+from ._async_lib import AsyncLib, current_async_lib
 from ._fields import FIELDS, ScanControl, add_fields
 
 __all__ = ["PVDatabase", "PVGroup", "SubGroup", "pvproperty"]
@@ -154,7 +159,7 @@ class pvproperty:
 
     def _hook(self, kind: str) -> Callable[[F], pvproperty]:
         def decorate(function: F) -> pvproperty:
-            if not asyncio.iscoroutinefunction(function):
+            if not inspect.iscoroutinefunction(function):
                 raise TypeError(f"the {kind} of {self.attribute or 'a pvproperty'} must be async")
             self.hooks[kind] = function
             return self
@@ -374,7 +379,9 @@ class PVGroup:
         self.pvdb = PVDatabase()
         #: The PVs themselves, in declaration order (pvdb adds their fields).
         self.pv_names: list[str] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        #: The scan loops' tasks, and the library running them (from startup).
+        self._tasks: list[Any] = []
+        self._async_lib: AsyncLib | None = None
         #: attribute -> the period of its scan hook (what .SCAN shows).
         self._scans: dict[str, ScanControl] = {}
         for attribute, declared in self._declared():
@@ -423,14 +430,22 @@ class PVGroup:
                 yield declared, declared.hooks[kind], self._channels[attribute]
 
     async def startup(self) -> None:
-        """Run startup hooks, then start the scan loops (sub-groups too)."""
+        """Run startup hooks, then start the scan loops (sub-groups too).
+
+        The scan loops run as tasks of the library awaiting this (asyncio,
+        trio or curio) until :meth:`shutdown`.
+        """
         for _, hook, channel in self._hooks("startup"):
             await hook(self, channel)
-        loop = asyncio.get_running_loop()
-        for attribute, scan in self._scans.items():
-            declared = type(self)._declared_pvproperty(attribute)
-            task = self._scan(declared.hooks["scan"], self._channels[attribute], scan)
-            self._tasks.append(loop.create_task(task))
+        if self._scans:
+            lib = self._async_lib = current_async_lib()
+            for attribute, scan in self._scans.items():
+                declared = type(self)._declared_pvproperty(attribute)
+                scan.changed = lib.new_event()
+                task = await lib.spawn(
+                    self._scan, lib, declared.hooks["scan"], self._channels[attribute], scan
+                )
+                self._tasks.append(task)
         for group in self._groups.values():
             await group.startup()
 
@@ -459,21 +474,31 @@ class PVGroup:
             value = await hooks["getter"](self, channel)
         await channel.set(channel.value if value is None else value)
 
-    async def _scan(self, hook: Hook, channel: ChannelData, scan: ScanControl) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time()
+    async def _scan(
+        self, lib: AsyncLib, hook: Hook, channel: ChannelData, scan: ScanControl
+    ) -> None:
+        time, changed = lib.time, scan.changed
+        assert changed is not None  # made by startup
+        due = time()
         while True:
-            scan.changed.clear()
+            changed.clear()
             period = scan.period
             if period is None:  # Passive: wait for a period
-                await scan.changed.wait()
-                due = loop.time() + (scan.period or 0.0)
+                await changed.wait()
+                due = time() + (scan.period or 0.0)
                 continue
-            delay = due - loop.time()
-            if delay > 0 and await wait_event(scan.changed, delay):
-                # a new period: the next run is one new period from now
-                due = loop.time() + (scan.period or 0.0)
-                continue
+            now = time()
+            if due > now:
+                if await lib.wait_event(changed, due - now):
+                    # a new period: the next run is one new period from now
+                    due = time() + (scan.period or 0.0)
+                    continue
+            else:
+                # Behind (the hook takes longer than the period): let the
+                # other tasks run, and drop the runs missed by more than a
+                # period rather than run them back to back.
+                await lib.sleep(0)
+                due = max(due, now - period)
             if not channel.check_disabled():
                 try:
                     await hook(self, channel)
@@ -485,7 +510,8 @@ class PVGroup:
         """Stop the scan loops and run shutdown hooks (sub-groups first)."""
         for group in self._groups.values():
             await group.shutdown()
-        await stop_tasks(self._tasks)
+        if self._async_lib is not None:
+            await self._async_lib.stop_tasks(self._tasks)
         self._tasks.clear()
         for _, hook, channel in self._hooks("shutdown"):
             await hook(self, channel)

@@ -1,30 +1,34 @@
 """Running an IOC from the command line: options EPICS users expect.
 
 ``ioc_arg_parser`` gives every IOC script the same options (``--prefix``,
-``--list-pvs``, ``--interfaces``, ``-v``/``-q``, ``--macro NAME=VALUE``)
-and ``run`` serves a group until interrupted, running its startup and
-shutdown hooks around the server.
+``--list-pvs``, ``--interfaces``, ``-v``/``-q``, ``--macro NAME=VALUE``,
+``--autosave FILE``, ``--async-lib asyncio|trio|curio``) and ``run``
+serves a group until interrupted, running its startup and shutdown hooks
+around the server, on the async library chosen (asyncio by default).
+``serve`` is the same as a coroutine of whichever library awaits it.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..server import Server, ServerConfig
+from ..server import ServerConfig
+from ._async_lib import LIBRARIES, current_async_lib, load_async_lib
 from ._autosave import Autosave
 from ._group import PVDatabase, PVGroup
 from ._stats import attach_server, detach_server
 
-__all__ = ["ioc_arg_parser", "run"]
+__all__ = ["ioc_arg_parser", "run", "serve"]
 
 
 def _macro(text: str) -> tuple[str, str]:
+    import argparse
+
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"a macro is NAME=VALUE, not {text!r}")
@@ -38,6 +42,8 @@ def ioc_arg_parser(
     macros: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse the IOC options: (group options, run options)."""
+    import argparse  # only IOC scripts parse options: not imported with caioc.ioc
+
     parser = argparse.ArgumentParser(description=desc)
     parser.add_argument("--prefix", default=default_prefix, help="PV name prefix")
     parser.add_argument("--list-pvs", action="store_true", help="print the PVs when serving")
@@ -55,6 +61,12 @@ def ioc_arg_parser(
     parser.add_argument(
         "--autosave", default=None, metavar="FILE", help="restore and save autosave PVs here"
     )
+    parser.add_argument(
+        "--async-lib",
+        choices=LIBRARIES,
+        default="asyncio",
+        help="the async library to serve on (default: asyncio; trio and curio if installed)",
+    )
     args = parser.parse_args(argv)
     all_macros = {**(macros or {}), **dict(args.macro)}
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
@@ -65,6 +77,7 @@ def ioc_arg_parser(
             "list_pvs": args.list_pvs,
             "log_level": level,
             "autosave": args.autosave,
+            "async_lib": args.async_lib,
         },
     )
 
@@ -76,12 +89,20 @@ async def serve(
     log_level: int = logging.INFO,
     config: ServerConfig | None = None,
     autosave: str | None = None,
+    async_lib: str | None = None,
 ) -> None:
-    """Serve ``groups`` (one IOC) until cancelled.
+    """Serve ``groups`` (one IOC) until cancelled, under the library awaiting this.
 
-    With ``autosave`` (a file path), the groups' autosave PVs are restored
-    from it before serving and saved to it as they change.
+    ``asyncio.run(serve(group))``, ``trio.run(serve, group)`` and
+    ``curio.run(serve, group)`` all serve ``group``. With ``autosave`` (a
+    file path), the groups' autosave PVs are restored from it before
+    serving and saved to it as they change. ``async_lib`` (from
+    :func:`ioc_arg_parser`'s run options) only checks that the library
+    awaiting this is the one chosen; :func:`run` starts the right one.
     """
+    lib = current_async_lib()
+    if async_lib is not None and async_lib != lib.name:
+        raise ValueError(f"serve() is running under {lib.name}, not {async_lib}: use run()")
     config = config or ServerConfig.from_environment()
     if interfaces:
         config.interfaces = list(interfaces)
@@ -99,37 +120,42 @@ async def serve(
     for saver in savers:
         restored = saver.restore()
         logging.getLogger("caioc").info("restored %d PVs from %s", len(restored), saver.path)
-    save_tasks = [asyncio.get_running_loop().create_task(saver.run()) for saver in savers]
-    server = Server(pvdb, config)
-    await server.start()
-    attach_server(server)
-    started: list[PVGroup] = []
-    try:
-        for group in groups:
-            await group.startup()
-            started.append(group)
-        if list_pvs:
-            print("PVs:", flush=True)
+    async with lib.serving(pvdb, config) as server:
+        attach_server(server)
+        save_tasks: list[Any] = []
+        started: list[PVGroup] = []
+        try:
+            for saver in savers:
+                save_tasks.append(await lib.spawn(saver.run))
             for group in groups:
-                for name in group.pv_names:
-                    print(f"    {name}", flush=True)
-        logging.getLogger("caioc").info("IOC ready, %d channels", len(pvdb))
-        await asyncio.Future()
-    finally:
-        for task in save_tasks:
-            task.cancel()  # each saves once more as it stops
-        await asyncio.gather(*save_tasks, return_exceptions=True)
-        for group in reversed(started):
-            await group.shutdown()
-        detach_server(server)
-        await server.stop()
+                await group.startup()
+                started.append(group)
+            if list_pvs:
+                print("PVs:", flush=True)
+                for group in groups:
+                    for name in group.pv_names:
+                        print(f"    {name}", flush=True)
+            logging.getLogger("caioc").info("IOC ready, %d channels", len(pvdb))
+            await lib.sleep_forever()
+        finally:
+            async with lib.shielded():  # cancelled (Ctrl-C): still stop in order
+                await lib.stop_tasks(save_tasks)  # each saves once more as it stops
+                for group in reversed(started):
+                    await group.shutdown()
+                detach_server(server)
 
 
-def run(*groups: PVGroup, **run_options: Any) -> None:
-    """Serve ``groups`` until Ctrl-C (the end of every IOC script)."""
+def run(*groups: PVGroup, async_lib: str = "asyncio", **run_options: Any) -> None:
+    """Serve ``groups`` until Ctrl-C (the end of every IOC script).
+
+    ``async_lib`` is the library to serve on: ``"asyncio"`` (the default),
+    ``"trio"`` or ``"curio"`` (installed separately); the other options
+    are :func:`serve`'s.
+    """
+    lib = load_async_lib(async_lib)
     level = run_options.get("log_level", logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     if os.environ.get("PYTHONASYNCIODEBUG"):
         logging.getLogger("asyncio").setLevel(logging.DEBUG)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(*groups, **run_options))
+        lib.run(functools.partial(serve, *groups, **run_options))

@@ -12,23 +12,27 @@ import os
 import resource
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..server import ChannelData, Server
+from ..server import ChannelData
 from ._group import PVGroup, pvproperty
+
+if TYPE_CHECKING:
+    from ..server._server_logic import ServerLogic
 
 __all__ = ["StatsGroup", "attach_server", "detach_server"]
 
 _STARTED = time.monotonic()
-_servers: list[Server] = []
+#: The servers serving IOCs in this process (asyncio, trio or curio ones).
+_servers: list[ServerLogic] = []
 
 
-def attach_server(server: Server) -> None:
+def attach_server(server: ServerLogic) -> None:
     """Let statistics count ``server``'s clients and channels."""
     _servers.append(server)
 
 
-def detach_server(server: Server) -> None:
+def detach_server(server: ServerLogic) -> None:
     """Stop counting ``server`` (it stopped)."""
     if server in _servers:
         _servers.remove(server)

@@ -17,8 +17,9 @@
 
 Put hooks and ``ChannelData.set`` run as curio code here: a hook may await
 ``curio.sleep`` and the like. curio is imported only by this module, so
-caioc works without it (``pip install caioc[curio]``). :class:`caioc.ioc.PVGroup`
-runs its scan hooks on asyncio and is not served by this back-end.
+caioc works without it (``pip install caioc[curio]``). :data:`async_lib` is
+what :mod:`caioc.ioc` runs a :class:`~caioc.ioc.PVGroup` on under curio
+(``caioc.ioc.run(group, async_lib="curio")``, ``curio.run(caioc.ioc.serve, group)``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 try:
     import curio  # type: ignore[import-untyped]  # curio ships no type hints
@@ -42,7 +44,10 @@ from ._data import ChannelData
 from ._server_logic import Beacons, ServerLogic
 from ._stream_circuit import StreamCircuit
 
-__all__ = ["Server", "run"]
+if TYPE_CHECKING:
+    from ..ioc._async_lib import AsyncLib
+
+__all__ = ["Server", "async_lib", "run"]
 
 log = logging.getLogger("caioc.server")
 
@@ -259,3 +264,61 @@ class Server(ServerLogic):
 async def run(pvdb: Mapping[str, ChannelData], config: ServerConfig | None = None) -> None:
     """Serve ``pvdb`` until cancelled (``curio.run(run, pvdb)``)."""
     await Server(pvdb, config).serve()
+
+
+# -- what caioc.ioc runs on under curio -----------------------------------------------
+
+
+class _CurioLib:
+    """curio's :class:`caioc.ioc._async_lib.AsyncLib`."""
+
+    name = "curio"
+    sleep = staticmethod(curio.sleep)
+    #: curio's kernel clock (what its sleeps and timeouts count in).
+    time = staticmethod(time.monotonic)
+    new_event = staticmethod(_Wakeup)
+
+    async def sleep_forever(self) -> None:
+        await curio.Event().wait()
+
+    async def wait_event(self, event: Any, timeout: float) -> bool:
+        async with curio.ignore_after(timeout) as waited:
+            await event.wait()
+        return not waited.expired
+
+    async def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        # A daemon: the kernel does not wait for it, as asyncio does not
+        # for a task; the spawner stops it with stop_tasks.
+        return await curio.spawn(function, *args, daemon=True)
+
+    async def stop_tasks(self, tasks: Iterable[Any]) -> None:
+        for task in tasks:
+            await task.cancel()  # returns once the task has ended
+
+    def shielded(self) -> Any:
+        return curio.disable_cancellation()
+
+    @contextlib.asynccontextmanager
+    async def serving(
+        self, pvdb: Mapping[str, ChannelData], config: ServerConfig
+    ) -> AsyncIterator[Server]:
+        server = Server(pvdb, config)
+        task = await curio.spawn(server.serve)
+        try:
+            async with curio.TaskGroup(wait=any) as first:  # bound, or failed to bind
+                await first.spawn(server.started.wait)
+                await first.spawn(task.wait)
+            if not server.started.is_set():  # it ended before it was bound: say why
+                raise task.exception or RuntimeError("the server ended before serving")
+            yield server
+        finally:
+            async with curio.disable_cancellation():
+                await server.stop()
+                await task.cancel()  # ended by now, unless it never started
+
+    def run(self, function: Callable[[], Awaitable[Any]]) -> Any:
+        return curio.run(function)
+
+
+#: How :mod:`caioc.ioc` runs under curio: sleeps, events, tasks, the server.
+async_lib: AsyncLib = _CurioLib()

@@ -16,17 +16,20 @@
 
 Put hooks and ``ChannelData.set`` run as trio code here: a hook may await
 ``trio.sleep`` and the like. trio is imported only by this module, so caioc
-works without it (``pip install caioc[trio]``). :class:`caioc.ioc.PVGroup`
-runs its scan hooks on asyncio and is not served by this back-end.
+works without it (``pip install caioc[trio]``). :data:`async_lib` is what
+:mod:`caioc.ioc` runs a :class:`~caioc.ioc.PVGroup` on under trio
+(``caioc.ioc.run(group, async_lib="trio")``, ``trio.run(caioc.ioc.serve, group)``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import socket
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 try:
     import trio
@@ -39,7 +42,10 @@ from ._data import ChannelData
 from ._server_logic import Beacons, ServerLogic
 from ._stream_circuit import StreamCircuit
 
-__all__ = ["Server", "run"]
+if TYPE_CHECKING:
+    from ..ioc._async_lib import AsyncLib
+
+__all__ = ["Server", "async_lib", "run"]
 
 log = logging.getLogger("caioc.server")
 
@@ -273,3 +279,95 @@ class Server(ServerLogic):
 async def run(pvdb: Mapping[str, ChannelData], config: ServerConfig | None = None) -> None:
     """Serve ``pvdb`` until cancelled (``trio.run(run, pvdb)``)."""
     await Server(pvdb, config).serve()
+
+
+# -- what caioc.ioc runs on under trio ------------------------------------------------
+
+
+class _SystemTask:
+    """A background task of an IOC (a scan loop, autosave), stopped by ``stop_tasks``.
+
+    ``PVGroup.startup`` returns with its scan loops running and no nursery
+    is passed to it, so they run as trio system tasks: each in a cancel
+    scope of its own, cancelled and awaited when the group shuts down (and
+    cancelled with the run at the latest). A system task must not raise, so
+    an error is logged, as asyncio does for a task nobody awaits.
+    """
+
+    __slots__ = ("done", "scope")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+    async def run(self, function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            with self.scope:
+                await function(*args)
+        except Exception:
+            log.exception("%r failed", function)
+        finally:
+            self.done.set()
+
+
+class _TrioLib:
+    """trio's :class:`caioc.ioc._async_lib.AsyncLib`."""
+
+    name = "trio"
+    sleep = staticmethod(trio.sleep)
+    sleep_forever = staticmethod(trio.sleep_forever)
+    time = staticmethod(trio.current_time)
+    new_event = staticmethod(_Wakeup)
+
+    async def wait_event(self, event: Any, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            await event.wait()
+            return True
+        return False
+
+    async def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> _SystemTask:
+        task = _SystemTask()
+        trio.lowlevel.spawn_system_task(
+            task.run, function, args, name=function, context=contextvars.copy_context()
+        )
+        return task
+
+    async def stop_tasks(self, tasks: Iterable[_SystemTask]) -> None:
+        tasks = list(tasks)
+        for task in tasks:
+            task.scope.cancel()
+        for task in tasks:
+            await task.done.wait()
+
+    @contextlib.asynccontextmanager
+    async def shielded(self) -> AsyncIterator[None]:
+        with trio.CancelScope(shield=True):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def serving(
+        self, pvdb: Mapping[str, ChannelData], config: ServerConfig
+    ) -> AsyncIterator[Server]:
+        try:
+            async with trio.open_nursery() as nursery:
+                server = Server(pvdb, config)
+                await nursery.start(server.serve)
+                try:
+                    yield server
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await server.stop()
+        except BaseException as error:
+            # The nursery wraps what the block raised (Ctrl-C's KeyboardInterrupt
+            # included) in a group: the caller gets it as asyncio's would.
+            inner: tuple[BaseException, ...] = getattr(error, "exceptions", ())
+            if len(inner) == 1:
+                raise inner[0] from None
+            raise
+
+    def run(self, function: Callable[[], Awaitable[Any]]) -> Any:
+        return trio.run(function)
+
+
+#: How :mod:`caioc.ioc` runs under trio: sleeps, events, tasks, the server.
+async_lib: AsyncLib = _TrioLib()
