@@ -14,10 +14,8 @@ one, never a torn or empty file.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +64,10 @@ class Autosave:
         values = self.snapshot()
         if values == self._last:
             return False
+        # Imported here: only IOCs that autosave need them (~1 MB, ~8 ms).
+        import json
+        import tempfile
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         document = json.dumps({"format": FORMAT, "values": values}, indent=1)
         handle, temporary = tempfile.mkstemp(
@@ -91,6 +93,8 @@ class Autosave:
 
     def load(self) -> dict[str, Any]:
         """The saved values ({} if there are none or the file is unusable)."""
+        import json  # as in save()
+
         try:
             document = json.loads(self.path.read_text())
         except FileNotFoundError:
