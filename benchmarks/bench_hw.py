@@ -20,6 +20,16 @@ Measured over a window after a warm-up:
   not the hand-off). The median is the figure; the median *with* the
   queueing is printed beside it.
 
+  The calls made in one pass of the event loop reach the worker as one
+  batch (a poll tick's reads of a device, or of several), so a call's
+  "earlier calls" are those before it in its batch as well as earlier
+  batches; the wait until the batch is handed over at the end of the loop
+  pass, the worker's wake-up and the way back to the driver all stay in
+  the figure. Each call is timed on the worker by a wrapper around its own
+  job, made per call in ``I2CBus._transfer`` (where the bus hands out the
+  job of a read, built once and reused for every later read of the same
+  registers).
+
 A last row times the hand-off alone: sequential reads, one at a time on an
 otherwise idle event loop in the benchmark's own process.
 
@@ -74,12 +84,18 @@ IOC_DOC = "the benchmark's IOC process (internal)"
 
 
 # A slot per read: [submitted, started on the worker, ended, end of the
-# worker's previous call]; the driver sets it, the bus fills it in.
+# worker's previous call]; the driver sets it, the bus's _transfer picks it
+# up as the call is made, and the worker fills it in.
 SLOT: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("slot", default=None)
 
 
 def timed_bus_class() -> type[Any]:
-    """The real I2CBus, with each call's time inside the worker recorded in its SLOT."""
+    """The real I2CBus, with each call's time inside the worker recorded in its SLOT.
+
+    ``_transfer`` hands out the job of every write-then-read transfer; the
+    job of a read is prepared once and shared by all later reads of the
+    same registers, so the timing wraps it afresh for each call.
+    """
     from caioc.hw import I2CBus
 
     perf_counter = time.perf_counter
@@ -87,11 +103,11 @@ def timed_bus_class() -> type[Any]:
     class TimedI2CBus(I2CBus):
         last_end = 0.0  # written on the worker thread only
 
-        def _job(self, description: str, write: bool, function: Callable[[Any], Any]) -> Any:
-            job = super()._job(description, write, function)
+        def _transfer(self, address: int, data: Any, length: int) -> tuple[str, Any]:
+            description, job = super()._transfer(address, data, length)
             slot = SLOT.get()
             if slot is None:
-                return job
+                return description, job
 
             def timed() -> Any:
                 slot[3] = self.last_end
@@ -101,7 +117,7 @@ def timed_bus_class() -> type[Any]:
                 finally:
                     slot[2] = self.last_end = perf_counter()
 
-            return timed
+            return description, timed
 
     return TimedI2CBus
 

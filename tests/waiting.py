@@ -69,13 +69,18 @@ async def read_until(
 async def on_virtual_time(clock: Any, work: Awaitable[T], step: float = 0.0002) -> T:
     """Await ``work`` while moving a virtual ``clock`` on (bounded: 10 virtual s).
 
-    Each step first yields to let a bus worker thread finish its call, so
-    virtual time never overtakes work that is already under way.
+    Time moves on by ``step`` only while the clock is idle: every bus
+    worker on it is waiting for calls or blocked on the clock itself, and
+    the event loop has run what was ready. So virtual time never overtakes
+    work already under way, however slowly a loaded machine runs it.
     """
     task = asyncio.ensure_future(work)
     start = clock.monotonic()
     while not task.done():
-        await asyncio.sleep(0.0002)
+        await until(lambda: clock.idle or task.done(), "the bus workers to be idle", 10.0)
+        await asyncio.sleep(0)  # what the workers handed back runs first
+        if task.done():
+            break
         if clock.monotonic() - start > 10.0:
             task.cancel()
             raise AssertionError("still waiting after 10 virtual seconds")

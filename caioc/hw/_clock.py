@@ -117,6 +117,11 @@ class VirtualClock:
     *stall_timeout* bounds, in real seconds, how long any one wait may
     block; past it the wait raises :class:`VirtualClockStalled` instead of
     hanging a test forever. ``None`` means no bound.
+
+    Bus worker threads on the clock say when they have calls to run
+    (:meth:`work_queued`, :meth:`work_done`), so that :attr:`idle` can tell
+    a test whether moving time on now could overtake work under way: a
+    worker with calls to run is busy unless it is blocked on this clock.
     """
 
     def __init__(self, start: float = 0.0, *, stall_timeout: float | None = 30.0) -> None:
@@ -126,6 +131,9 @@ class VirtualClock:
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._sequence = itertools.count()
         self._waiters = 0
+        self._work: dict[threading.Thread, int] = {}  # worker -> calls queued or running
+        # threads waiting on this clock -> what wakes them (set: no longer waiting)
+        self._blocked: dict[threading.Thread, threading.Event] = {}
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self._now!r}, waiters={self._waiters})"
@@ -138,6 +146,42 @@ class VirtualClock:
     def waiters(self) -> int:
         """How many threads and tasks are blocked on this clock right now."""
         return self._waiters
+
+    @property
+    def idle(self) -> bool:
+        """True unless a worker thread has calls to run and is not blocked on this clock.
+
+        While it is true, time can only move on by :meth:`advance`: every
+        worker is either waiting for calls or waiting for this clock.
+        """
+        with self._condition:
+            return self._idle_locked()
+
+    def _idle_locked(self) -> bool:
+        for thread, calls in self._work.items():
+            woken = self._blocked.get(thread)
+            # A thread whose wait has just ended counts as busy at once,
+            # before it gets round to running again.
+            if calls and (woken is None or woken.is_set()):
+                return False
+        return True
+
+    def work_queued(self, worker: threading.Thread, calls: int = 1) -> None:
+        """*calls* more calls were queued for the thread *worker*."""
+        with self._condition:
+            self._work[worker] = self._work.get(worker, 0) + calls
+
+    def work_done(self, worker: threading.Thread) -> None:
+        """*worker* ran (or dropped) one of its queued calls."""
+        with self._condition:
+            self._work[worker] -= 1
+            self._condition.notify_all()
+
+    def wait_for_idle(self, timeout: float = 5.0) -> None:
+        """Block (real time, at most *timeout*) until :attr:`idle` holds."""
+        with self._condition:
+            if not self._condition.wait_for(self._idle_locked, timeout):
+                raise TimeoutError(f"{self!r}: the workers still busy after {timeout} s")
 
     def advance(self, seconds: float) -> None:
         """Move time forward by *seconds*, firing every timer that falls due."""
@@ -249,14 +293,21 @@ class VirtualClock:
             self._condition.notify_all()
 
     def _block(self, woken: threading.Event) -> None:
-        self._add_waiter(1)
+        thread = threading.current_thread()
+        with self._condition:
+            self._waiters += 1
+            self._blocked[thread] = woken
+            self._condition.notify_all()
         try:
             if not woken.wait(self._stall_timeout):
                 raise VirtualClockStalled(
                     f"{self!r}: waited {self._stall_timeout} real seconds; advance the clock"
                 )
         finally:
-            self._add_waiter(-1)
+            with self._condition:
+                self._waiters -= 1
+                del self._blocked[thread]
+                self._condition.notify_all()
 
 
 def _set_threadsafe(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> None:

@@ -84,10 +84,23 @@ if sys.version_info >= (3, 11):
         async with asyncio.timeout(timeout):
             return await operation
 
+    def _cancel_count(task: asyncio.Task[Any]) -> int:
+        return task.cancelling()
+
+    def _uncancel(task: asyncio.Task[Any]) -> int:
+        return task.uncancel()
+
 else:  # pragma: no cover - Python 3.10
 
     async def _bounded(operation: Awaitable[Any], timeout: float | None) -> Any:
         return await asyncio.wait_for(operation, timeout)
+
+    # No count of cancellation requests before 3.11: a deadline's is the only one.
+    def _cancel_count(task: asyncio.Task[Any]) -> int:
+        return 0
+
+    def _uncancel(task: asyncio.Task[Any]) -> int:
+        return 0
 
 
 class reading(pvproperty):
@@ -151,7 +164,11 @@ class Device(PVGroup):
         self._good: dict[str, float] = {}  # reading attribute -> monotonic time of last good
         self._loops: list[asyncio.Task[None]] = []
         # Polls due at the same loop time share one timer: due time -> their waiters.
-        self._wakeups: dict[float, list[asyncio.Future[None]]] = {}
+        self._wakeups: dict[float, list[asyncio.Future[float]]] = {}
+        # Poll reads that must end by the same loop time share one timer too:
+        # deadline -> the poll tasks reading; those a deadline has cancelled.
+        self._reads: dict[float, set[asyncio.Task[Any]]] = {}
+        self._overdue: set[asyncio.Task[Any]] = set()
         self._poll_start = 0.0
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
@@ -270,30 +287,82 @@ class Device(PVGroup):
     async def _poll(self, attribute: str, declared: reading) -> None:
         assert declared.period is not None and declared.read_function is not None
         loop = asyncio.get_running_loop()
-        next_time = self._poll_start
+        task = asyncio.current_task()
+        assert task is not None
+        next_time = woken = self._poll_start
         while True:
             if self._online:
-                await self._read_reading(attribute, declared)
+                await self._poll_read(loop, task, attribute, declared, woken + declared.timeout)
             next_time += declared.period
             if next_time > loop.time():
-                await self._wake_at(loop, next_time)
+                woken = await self._wake_at(loop, next_time)
             else:  # late (a slow read): go on at once, as sleep(0) would
                 await asyncio.sleep(0)
+                woken = loop.time()
 
-    def _wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> asyncio.Future[None]:
-        """A future done at loop time *when*; the polls due then share one timer."""
-        waiter = loop.create_future()
+    def _wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> asyncio.Future[float]:
+        """A future done, with the loop time then, at *when*; the polls due then share one timer."""
+        waiter: asyncio.Future[float] = loop.create_future()
         waiters = self._wakeups.get(when)
         if waiters is None:
             waiters = self._wakeups[when] = []
-            loop.call_at(when, self._wake, when)
+            loop.call_at(when, self._wake, loop, when)
         waiters.append(waiter)
         return waiter
 
-    def _wake(self, when: float) -> None:
+    def _wake(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        now = loop.time()
         for waiter in self._wakeups.pop(when, ()):
             if not waiter.done():  # a poll cancelled meanwhile has a cancelled waiter
-                waiter.set_result(None)
+                waiter.set_result(now)
+
+    async def _poll_read(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[Any],
+        attribute: str,
+        declared: reading,
+        deadline: float,
+    ) -> None:
+        """One polled read, cancelled (a TimeoutError) if it has not ended by *deadline*.
+
+        The reads of one poll tick share their deadline (the tick's time
+        plus the timeout), and so one loop timer, where ``asyncio.timeout``
+        would make and cancel a timer for every read. The cancellation is
+        counted as asyncio.timeout counts it, so a cancellation from
+        elsewhere (shutdown) that comes meanwhile still goes through.
+        """
+        assert declared.read_function is not None
+        reads = self._reads.get(deadline)
+        if reads is None:
+            reads = self._reads[deadline] = set()
+            loop.call_at(deadline, self._time_out_reads, deadline)
+        reads.add(task)
+        cancelling = _cancel_count(task)
+        timed_out = False
+        try:
+            try:
+                value = await declared.read_function(self)
+            finally:
+                reads.discard(task)
+                if task in self._overdue:  # the deadline came: take its cancellation back
+                    self._overdue.discard(task)
+                    timed_out = _uncancel(task) <= cancelling
+        except asyncio.CancelledError:
+            if not timed_out:
+                raise
+            error: Exception = TimeoutError(f"no answer within {declared.timeout} s")
+        except Exception as exception:
+            error = exception
+        else:
+            await self._read_succeeded(attribute, value)
+            return
+        await self._read_failed(attribute, declared, error)
+
+    def _time_out_reads(self, deadline: float) -> None:
+        for task in self._reads.pop(deadline, ()):
+            self._overdue.add(task)
+            task.cancel()
 
     async def read_now(self, attribute: str) -> Any:
         """Read one reading from the hardware now; returns the value or None."""
@@ -310,12 +379,15 @@ class Device(PVGroup):
         except Exception as error:
             await self._read_failed(attribute, declared, error)
             return None
+        await self._read_succeeded(attribute, value)
+        return value
+
+    async def _read_succeeded(self, attribute: str, value: Any) -> None:
         if type(self).post is Device.post:
             self._post_now(attribute, value, None)  # the same, without a coroutine
         else:
             await self.post(attribute, value)  # a driver's own post (a filter, a conversion)
         self._failures = 0
-        return value
 
     async def _process(self, attribute: str) -> None:
         """A ``.PROC`` write to a reading reads the hardware now."""

@@ -8,6 +8,12 @@ after a timeout: the caller gets :class:`BusTimeout`, the worker stays
 stuck with the bus it owns, and other buses, with their own workers, carry
 on.
 
+Calls awaited on an event loop travel in batches: those made in one pass
+of the loop (a poll tick's reads of every device on the bus) reach the
+worker as one queue item, one thread wake-up, and share one deadline
+entry; their results come back with one wake-up of the loop. Each call
+still has its own outcome and timeout.
+
 Each worker also keeps its bus's :class:`PortStats` (calls, failures,
 timeouts, the latest error, whether the link is up), counted where every
 call's outcome reaches its caller, so that
@@ -29,7 +35,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from ._clock import REAL_CLOCK, Clock, RealClock
+from ._clock import REAL_CLOCK, Clock, RealClock, VirtualClock
 from ._errors import BusTimeout, DeviceClosed, DeviceUnplugged
 
 __all__ = ["BusWorker", "PortSnapshot", "PortStats"]
@@ -56,38 +62,63 @@ class _Completion(Protocol):
 
 
 _Job = tuple[_Completion, Callable[[], Any], str]
+_Batch = list[_Job]
 
 _PENDING, _RUNNING, _DONE, _CANCELLED = range(4)
 
 
 class _Mailbox:
-    """Results of calls awaited on one event loop, handed over in batches.
+    """The calls of one worker awaited on one event loop, both ways in batches.
 
-    The worker posts each finished call here; the loop is woken once for
-    all the calls that finished before it got round to them, instead of
-    once per call (each wake-up is a write to the loop's self-pipe and a
-    pass of its select).
+    Outbound, the calls made during one pass of the loop wait in an outbox
+    and go to the worker together when the pass ends (:meth:`flush`, run
+    by ``call_soon``): one queue item and one wake-up of the worker thread
+    for a poll tick's reads of every device, instead of one per read.
+    The worker is not slower to start for it: the loop holds the GIL for
+    the rest of its pass anyway.
+
+    Inbound, the worker posts each finished call here; the loop is woken
+    once for all the calls that finished before it got round to them,
+    instead of once per call (each wake-up is a write to the loop's
+    self-pipe and a pass of its select).
+
+    The timeouts are kept on the loop's side, on one timer: a heap of
+    deadlines, one entry per batch and timeout (measured from the batch's
+    first call, so no call waits longer than its own), and a single loop
+    timer armed for the earliest. A batch whose calls all ended in time
+    stays in the heap until it reaches the top, where it is dropped without
+    ceremony.
 
     The mailbox refers to its loop weakly: it is the value of a
     weak-keyed mapping from loops, which a strong reference would keep
     alive for ever. Its lock also guards the state of its calls (one lock
     per loop rather than one per call).
-
-    It also keeps the calls' timeouts, on the loop's side, on one timer:
-    a heap of deadlines and a single loop timer armed for the earliest,
-    instead of a loop timer made and cancelled for every call. A call that
-    ends in time stays in the heap until it reaches the top, where it is
-    dropped without ceremony.
     """
 
-    __slots__ = ("__weakref__", "_armed", "_deadlines", "_loop", "_ready", "_sequence", "lock")
+    __slots__ = (
+        "__weakref__",
+        "_armed",
+        "_deadlines",
+        "_loop",
+        "_outbox",
+        "_ready",
+        "_sequence",
+        "_since",
+        "_submit",
+        "_timed",
+        "lock",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, submit: Callable[[_Batch], None]) -> None:
         self._loop = weakref.ref(loop)
+        self._submit = submit
         self.lock = threading.Lock()
         self._ready: list[_LoopCall] = []
-        # (deadline, sequence, call) of the calls awaited with a timeout
-        self._deadlines: list[tuple[float, int, _LoopCall]] = []
+        self._outbox: _Batch = []
+        self._since = 0.0  # loop time of the outbox's first call
+        self._timed: dict[float, list[_LoopCall]] = {}  # the outbox's calls by timeout
+        # (deadline, sequence, calls) of the batches awaited with a timeout
+        self._deadlines: list[tuple[float, int, list[_LoopCall]]] = []
         self._sequence = itertools.count()
         self._armed: asyncio.TimerHandle | None = None
 
@@ -95,6 +126,40 @@ class _Mailbox:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop the calls are awaited on (None once it is gone)."""
         return self._loop()
+
+    def send(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        call: _LoopCall,
+        function: Callable[[], Any],
+        description: str,
+        timeout: float | None,
+    ) -> None:
+        """Queue *call* for the worker with the others of this loop pass (loop only)."""
+        if not self._outbox:
+            self._since = loop.time()
+            loop.call_soon(self.flush)
+        self._outbox.append((call, function, description))
+        if timeout is not None:
+            timed = self._timed.get(timeout)
+            if timed is None:
+                self._timed[timeout] = [call]
+            else:
+                timed.append(call)
+
+    def flush(self) -> None:
+        """Hand the outbox to the worker as one batch and arm its deadlines (loop only)."""
+        batch, self._outbox = self._outbox, []
+        timed, self._timed = self._timed, {}
+        try:
+            self._submit(batch)
+        except DeviceClosed as error:  # closed meanwhile: the calls fail as queued ones do
+            _fail(batch, error)
+            return
+        loop = self._loop()
+        if loop is not None:
+            for timeout, calls in timed.items():
+                self._expire_at(loop, self._since + timeout, calls)
 
     def post(self, call: _LoopCall) -> None:
         """Hand *call* to the loop (any thread)."""
@@ -115,12 +180,14 @@ class _Mailbox:
             if not call.waiter.done():
                 call.waiter.set_result(None)
 
-    def expire_at(self, loop: asyncio.AbstractEventLoop, deadline: float, call: _LoopCall) -> None:
-        """Wake *call*'s waiter at *deadline* (loop time) if nothing has by then (loop only)."""
+    def _expire_at(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, calls: list[_LoopCall]
+    ) -> None:
+        """Wake the waiters of *calls* at *deadline* (loop time) if nothing has by then."""
         deadlines = self._deadlines
-        while deadlines and deadlines[0][2].waiter.done():  # ended in time: forget it
+        while deadlines and _all_woken(deadlines[0][2]):  # ended in time: forget them
             heapq.heappop(deadlines)
-        heapq.heappush(deadlines, (deadline, next(self._sequence), call))
+        heapq.heappush(deadlines, (deadline, next(self._sequence), calls))
         armed = self._armed
         if armed is None or deadline < armed.when():
             if armed is not None:
@@ -133,12 +200,23 @@ class _Mailbox:
         due = max(loop.time(), self._armed.when())
         self._armed = None
         deadlines = self._deadlines
-        while deadlines and (deadlines[0][0] <= due or deadlines[0][2].waiter.done()):
-            waiter = heapq.heappop(deadlines)[2].waiter
-            if not waiter.done():
-                waiter.set_result(None)  # the caller sees it is not done: a timeout
+        while deadlines and (deadlines[0][0] <= due or _all_woken(deadlines[0][2])):
+            for call in heapq.heappop(deadlines)[2]:
+                if not call.waiter.done():
+                    call.waiter.set_result(None)  # the caller sees it is not done: a timeout
         if deadlines:
             self._armed = loop.call_at(deadlines[0][0], self._expire, loop)
+
+
+def _all_woken(calls: list[_LoopCall]) -> bool:
+    return all(call.waiter.done() for call in calls)
+
+
+def _fail(batch: _Batch, error: BaseException) -> None:
+    """Fail the calls of *batch* that have not started (nor been cancelled) with *error*."""
+    for completion, _, _ in batch:
+        if completion.set_running_or_notify_cancel():
+            completion.set_exception(error)
 
 
 class _LoopCall:
@@ -336,7 +414,7 @@ class BusWorker:
         self.clock = clock
         self.stats = PortStats(connected=connected)
         """The bus's counters (see :class:`PortStats`)."""
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
             weakref.WeakKeyDictionary()
         )
@@ -345,6 +423,8 @@ class BusWorker:
         self._closed = False
         self._current: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"caioc-{name}", daemon=True)
+        # A virtual clock is told what the worker has to do (see VirtualClock.idle).
+        self._virtual = clock if isinstance(clock, VirtualClock) else None
         self._thread.start()
 
     def __repr__(self) -> str:
@@ -366,14 +446,20 @@ class BusWorker:
     def submit(self, function: Callable[[], T], description: str) -> concurrent.futures.Future[T]:
         """Queue *function* to run on the worker; return its future."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._put(future, function, description)
+        self._put([(future, function, description)])
         return future
 
-    def _put(self, completion: _Completion, function: Callable[[], Any], description: str) -> None:
+    def _put(self, batch: _Batch) -> None:
+        """Queue *batch*: its calls run one after the other, in order."""
         with self._lock:
             if self._closed:
-                raise DeviceClosed(f"{self.name} is closed", source=self.name)
-            self._jobs.put((completion, function, description))
+                raise self._closed_error()
+            if self._virtual is not None:
+                self._virtual.work_queued(self._thread, len(batch))
+            self._jobs.put(batch)
+
+    def _closed_error(self) -> DeviceClosed:
+        return DeviceClosed(f"{self.name} is closed", source=self.name)
 
     def call(
         self,
@@ -411,18 +497,18 @@ class BusWorker:
                 raise
             return self._outcome(future, description, timeout, count)
         # Real time: the lighter path, taken by every poll of every device.
+        if self._closed:
+            raise self._closed_error()
         loop = asyncio.get_running_loop()
         mailbox = self._mailbox
         if mailbox is None or mailbox.loop is not loop:
             mailbox = self._mailboxes.get(loop)
             if mailbox is None:
-                mailbox = self._mailboxes[loop] = _Mailbox(loop)
+                mailbox = self._mailboxes[loop] = _Mailbox(loop, self._put)
             self._mailbox = mailbox
         waiter = loop.create_future()
         call = _LoopCall(waiter, mailbox)
-        self._put(call, function, description)
-        if timeout is not None:
-            mailbox.expire_at(loop, loop.time() + timeout, call)
+        mailbox.send(loop, call, function, description, timeout)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -468,11 +554,18 @@ class BusWorker:
     def _fail_queued(self) -> None:
         while True:
             try:
-                job = self._jobs.get_nowait()
+                batch = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if job is not None and job[0].set_running_or_notify_cancel():
-                job[0].set_exception(DeviceClosed(f"{self.name} is closed", source=self.name))
+            if batch is not None:
+                _fail(batch, self._closed_error())
+                for _ in batch:
+                    self._done()
+
+    def _done(self) -> None:
+        """One queued call has been run or dropped."""
+        if self._virtual is not None:
+            self._virtual.work_done(self._thread)
 
     def _outcome(
         self,
@@ -511,21 +604,28 @@ class BusWorker:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            batch = self._jobs.get()
+            if batch is None:
                 break
-            future, function, description = job
-            if not future.set_running_or_notify_cancel():
-                continue  # the caller timed out while it was queued
-            self._current = description
-            try:
-                result = function()
-            except BaseException as exc:  # handed to the caller, who re-raises it
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            finally:
-                self._current = None
+            for future, function, description in batch:
+                self._run_one(future, function, description)
+                self._done()
+
+    def _run_one(self, future: _Completion, function: Callable[[], Any], description: str) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # the caller timed out while it was queued
+        if self._closed:  # closed during the batch: the rest fail as queued calls do
+            future.set_exception(self._closed_error())
+            return
+        self._current = description
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        finally:
+            self._current = None
 
 
 _B = TypeVar("_B", bound="WorkerBus")

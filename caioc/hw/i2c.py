@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import errno
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from smbus2 import SMBus, i2c_msg
@@ -56,6 +56,9 @@ _GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT, errno.EBADF, errno.ESHUTDO
 
 Buffer = bytes | bytearray | memoryview
 WritableBuffer = bytearray | memoryview
+
+#: How many prepared reads (address, bytes written, length) a bus keeps.
+_PREPARED_READS = 256
 
 
 class SMBusLike(Protocol):
@@ -165,6 +168,8 @@ class I2CBus(WorkerBus):
         self.clock: Clock = clock or getattr(backend, "clock", None) or REAL_CLOCK
         self._smbus = backend
         self._worker = BusWorker(self.name, clock=self.clock)
+        # (address, written, length) -> (description, job) of a read transfer
+        self._prepared: dict[tuple[int, bytes, int], tuple[str, Callable[[], bytes]]] = {}
 
     def close(self) -> None:
         """Stop the worker and close the adapter; idempotent."""
@@ -238,6 +243,57 @@ class I2CBus(WorkerBus):
         job = self._job(description, write, function)
         return await self._worker.call_async(job, description, self.timeout)
 
+    def _transfer(self, address: int, data: Buffer, length: int) -> tuple[str, Callable[[], bytes]]:
+        """(description, job) of a write-then-read transfer (``i2c_rdwr``, repeated start).
+
+        A read's messages and job are built once per (address, bytes
+        written, length) and kept: a poll reads the same registers over and
+        over, and building two ctypes messages costs more than the
+        simulated transfer itself. Sharing them is safe because only the
+        bus's one worker thread runs them, one call at a time.
+        """
+        out = bytes(data)
+        if not length:
+            if not out:
+                raise ValueError("nothing to transfer: no bytes to write and none to read")
+            return self._prepare_transfer(address, out, 0)
+        key = (address, out, length)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            if len(self._prepared) >= _PREPARED_READS:
+                self._prepared.clear()  # registers read once each (a dump): start afresh
+            prepared = self._prepared[key] = self._prepare_transfer(address, out, length)
+        return prepared
+
+    def _prepare_transfer(
+        self, address: int, out: bytes, length: int
+    ) -> tuple[str, Callable[[], bytes]]:
+        messages = [i2c_msg.write(address, out)] if out else []
+        if length:
+            messages.append(i2c_msg.read(address, length))
+
+        def run(bus: SMBusLike) -> bytes:
+            bus.i2c_rdwr(*messages)
+            return _message_bytes(messages[-1]) if length else b""
+
+        description = _describe_transfer(address, len(out), length)
+        return description, self._job(description, not length, run)
+
+    def _transfer_sync(self, address: int, data: Buffer, length: int) -> bytes:
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        description, job = self._transfer(address, data, length)
+        return self._worker.call(job, description, self.timeout)
+
+    def _transfer_async(
+        self, address: int, data: Buffer, length: int
+    ) -> Coroutine[Any, Any, bytes]:
+        """The worker's call of a transfer, to await (a plain function: one frame less per read)."""
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        description, job = self._transfer(address, data, length)
+        return self._worker.call_async(job, description, self.timeout)
+
     # Operations: each builds (description, direction, function) once, and
     # the sync and async methods share it.
 
@@ -284,25 +340,6 @@ class I2CBus(WorkerBus):
             True,
             lambda bus: bus.write_word_data(address, register, value),
         )
-
-    @staticmethod
-    def _transfer(
-        address: int, data: Buffer, length: int
-    ) -> tuple[str, bool, Callable[[SMBusLike], bytes]]:
-        out = bytes(data)
-        if not out and not length:
-            raise ValueError("nothing to transfer: no bytes to write and none to read")
-
-        def run(bus: SMBusLike) -> bytes:
-            messages = []
-            if out:
-                messages.append(i2c_msg.write(address, out))
-            if length:
-                messages.append(i2c_msg.read(address, length))
-            bus.i2c_rdwr(*messages)
-            return _message_bytes(messages[-1]) if length else b""
-
-        return _describe_transfer(address, len(out), length), not length, run
 
     def probe(self, address: int) -> bool:
         """True if a device acknowledges *address* (an SMBus quick write)."""
@@ -363,12 +400,11 @@ class I2CBus(WorkerBus):
         Either side may be empty: ``write_then_read(a, b"", 6)`` is a plain
         read, ``write_then_read(a, b"\\x01\\x02", 0)`` a plain write.
         """
-        description, write, function = self._transfer(address, data, length)
-        return self.call(function, description=description, write=write)
+        return self._transfer_sync(address, data, length)
 
     async def write_then_read_async(self, address: int, data: Buffer, length: int) -> bytes:
         """Like :meth:`write_then_read`, awaiting the worker."""
-        return await self._operate_async(self._transfer(address, data, length))
+        return await self._transfer_async(address, data, length)
 
     def read_block(self, address: int, register: int, length: int) -> bytes:
         """Read *length* bytes from *register* on (the device auto-increments)."""
@@ -376,7 +412,7 @@ class I2CBus(WorkerBus):
 
     async def read_block_async(self, address: int, register: int, length: int) -> bytes:
         """Like :meth:`read_block`, awaiting the worker."""
-        return await self._operate_async(self._transfer(address, bytes((register,)), length))
+        return await self._transfer_async(address, bytes((register,)), length)
 
     def write_block(self, address: int, register: int, data: Buffer) -> None:
         """Write *data* to *register* on, in one transfer; no size limit."""
@@ -510,7 +546,8 @@ class I2CDevice(BusDevice):
     async def read_registers_async(self, register: int, length: int) -> bytes:
         """Like :meth:`read_registers`, awaiting the bus worker."""
         self._check()
-        return await self.bus.read_block_async(self.address, register, length)
+        # The bus's read_block_async, one coroutine less: polls come through here.
+        return await self.bus._transfer_async(self.address, bytes((register,)), length)
 
     def write_registers(self, register: int, data: Buffer) -> None:
         """Write *data* to *register* on, in one transfer."""

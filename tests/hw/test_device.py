@@ -364,3 +364,41 @@ def test_proc_reads_the_hardware_now() -> None:
             await device.shutdown()
 
     run(scenario)
+
+
+class ImpatientThermometer(Thermometer):
+    """A reading whose own timeout (50 ms) is far shorter than the bus's (0.5 s)."""
+
+    temperature = reading(0.0, units="degC", precision=2, period=0.02, timeout=0.05)
+
+    @temperature.reader
+    async def temperature(self) -> float:  # type: ignore[no-redef]
+        raw = await self.chip.read_registers_async(0x00, 2)
+        return struct.unpack(">h", raw)[0] / 256
+
+
+def test_a_polled_read_past_the_reading_timeout_is_timeout_and_polling_goes_on() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_chip())
+        device = ImpatientThermometer(sim, prefix="impatient:")
+        await device.startup()
+        try:
+            await until(lambda: device.temperature.value == 21.5, "the first reading")
+            chip.faults.hang_next(1, seconds=0.3)  # the read outlives its 50 ms
+            await until(lambda: alarm(device)[0] == AlarmStatus.TIMEOUT, "the TIMEOUT alarm")
+            assert alarm(device) == (AlarmStatus.TIMEOUT, AlarmSeverity.INVALID)
+            assert device.temperature.value == 21.5  # the last good value kept
+            assert device.last_error.value.startswith("TimeoutError")
+            set_temperature(chip, 19.0)
+            await until(lambda: device.temperature.value == 19.0, "the next polls")
+            assert alarm(device) == (AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM)
+            # Shutting down in the middle of a read is not taken for a timeout.
+            chip.faults.hang_next(1)  # until released
+            await until(lambda: not chip.faults.pending, "a read to hang")
+            await asyncio.wait_for(device.shutdown(), 5.0)
+            chip.faults.release_hangs()
+        finally:
+            await device.shutdown()
+
+    run(scenario)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from caioc.hw import REAL_CLOCK, Clock, RealClock, VirtualClock, VirtualClockStalled
+from caioc.hw import REAL_CLOCK, Clock, I2CBus, RealClock, VirtualClock, VirtualClockStalled
 
 from .conftest import BOUND
 
@@ -117,3 +117,38 @@ def test_real_clock_waits_in_real_time() -> None:
     before = clock.monotonic()
     clock.sleep(0.001)
     assert clock.monotonic() > before
+
+
+def test_idle_while_the_workers_have_nothing_to_do_or_wait_for_the_clock(
+    clock: VirtualClock, bus: I2CBus
+) -> None:
+    assert clock.idle
+    release = threading.Event()
+    busy = bus.worker.submit(lambda: release.wait(BOUND), "busy in real time")
+    assert not clock.idle  # queued: moving time on now could overtake it
+    release.set()
+    busy.result(timeout=BOUND)
+    clock.wait_for_idle()
+    asleep = bus.worker.submit(lambda: clock.sleep(1.0), "asleep on the clock")
+    clock.wait_for_waiters(1)
+    assert clock.idle  # only time can move it on
+    clock.advance(1.0)
+    asleep.result(timeout=BOUND)
+    clock.wait_for_idle()
+
+
+def test_a_worker_woken_by_the_clock_is_busy_at_once(clock: VirtualClock, bus: I2CBus) -> None:
+    gate = threading.Event()
+
+    def nap_then_work() -> None:
+        clock.sleep(1.0)
+        gate.wait(BOUND)  # still working, in real time, after the nap
+
+    done = bus.worker.submit(nap_then_work, "nap")
+    clock.wait_for_waiters(1)
+    assert clock.idle
+    clock.advance(1.0)
+    assert not clock.idle  # woken, even before its thread runs again
+    gate.set()
+    done.result(timeout=BOUND)
+    clock.wait_for_idle()

@@ -41,6 +41,7 @@ __all__ = ["I2CFaults", "SimulatedI2CBus", "SimulatedI2CDevice"]
 
 _I2C_M_RD = 0x0001
 _SMBUS_BLOCK_MAX = 32
+_NO_FAULT: tuple[str, Any] = ("ok", None)
 
 
 def _oserror(code: int) -> OSError:
@@ -308,11 +309,14 @@ class SimulatedI2CBus:
         if not messages:
             return
         address = messages[0].addr
-        if len(messages) > 1 and any(message.addr != address for message in messages):
-            # Legal on a real bus, but no device here needs it; say so plainly.
-            raise NotImplementedError("simulated i2c_rdwr addresses one device per transfer")
+        for message in messages:
+            if message.addr != address:
+                # Legal on a real bus, but no device here needs it; say so plainly.
+                raise NotImplementedError("simulated i2c_rdwr addresses one device per transfer")
         steps: list[tuple[str, Any]] = [
-            ("r", message.len) if message.flags & _I2C_M_RD else ("w", bytes(message))
+            ("r", message.len)
+            if message.flags & _I2C_M_RD
+            else ("w", ctypes.string_at(message.buf, message.len))
             for message in messages
         ]
         results = iter(self._access(address, steps))
@@ -324,55 +328,58 @@ class SimulatedI2CBus:
     # One access: checks, faults, then the messages.
 
     def _access(self, address: int, steps: list[tuple[str, Any]]) -> list[bytes]:
+        """Carry out *steps* on the device at *address*: the bytes each read step returned.
+
+        Every simulated transfer passes here, once per poll of every
+        reading, so it is written for speed: one frame, the faults looked
+        at without their lock unless some are pending.
+        """
         with self._count_lock:
             self._active += 1
             self.accesses += 1
-            self.max_concurrency = max(self.max_concurrency, self._active)
+            if self._active > self.max_concurrency:
+                self.max_concurrency = self._active
         try:
-            return self._access_checked(address, steps)
+            if self.fd is None:
+                raise _oserror(errno.EBADF)
+            if not self.plugged:
+                raise _oserror(errno.ENODEV)
+            self.address = address
+            device = self.devices.get(address)
+            if device is None or not device.plugged:
+                raise _oserror(errno.EREMOTEIO)
+            faults = device.faults
+            fault, detail = faults._take() if faults.pending else _NO_FAULT
+            if fault == "nack":
+                raise _oserror(errno.EREMOTEIO)
+            if fault == "hang":
+                seconds, release = detail
+                # Waits outside every lock, so the test can clear the fault.
+                self.clock.wait(release, seconds)
+                raise _oserror(errno.ETIMEDOUT)
+            reads = []
+            log = device.transactions.append
+            with self._lock, device._lock:
+                if (
+                    getattr(device, "_scheduled", True)
+                    or type(device).update is not RegisterMap.update
+                ):
+                    device.update()  # timed actions to run (or a device's own update)
+                for kind, argument in steps:
+                    if kind == "w":
+                        log(("write", argument))
+                        device.handle_write(argument)
+                        continue
+                    if kind == "block":
+                        count = min(device.handle_read(1)[0], _SMBUS_BLOCK_MAX)
+                        data = device.handle_read(count)
+                    else:
+                        data = device.handle_read(argument)
+                    log(("read", data))
+                    reads.append(data)
+            if fault == "garble":
+                return [detail(data) for data in reads]
+            return reads
         finally:
             with self._count_lock:
                 self._active -= 1
-
-    def _access_checked(self, address: int, steps: list[tuple[str, Any]]) -> list[bytes]:
-        if self.fd is None:
-            raise _oserror(errno.EBADF)
-        if not self.plugged:
-            raise _oserror(errno.ENODEV)
-        self.address = address
-        device = self.devices.get(address)
-        if device is None or not device.plugged:
-            raise _oserror(errno.EREMOTEIO)
-        faults = device.faults
-        # Unlocked look first: most accesses have no fault to take.
-        taken: tuple[str, Any] = faults._take() if faults.pending else ("ok", None)
-        fault, detail = taken
-        if fault == "nack":
-            raise _oserror(errno.EREMOTEIO)
-        if fault == "hang":
-            seconds, release = detail
-            # Waits outside every lock, so the test can clear the fault.
-            self.clock.wait(release, seconds)
-            raise _oserror(errno.ETIMEDOUT)
-        with self._lock, device._lock:
-            if getattr(device, "_scheduled", True) or type(device).update is not RegisterMap.update:
-                device.update()  # timed actions to run (or a device's own update)
-            results = [self._step(device, kind, argument) for kind, argument in steps]
-        reads = [data for data in results if data is not None]
-        if fault == "garble":
-            reads = [detail(data) for data in reads]
-        return reads
-
-    @staticmethod
-    def _step(device: SimulatedI2CDevice, kind: str, argument: Any) -> bytes | None:
-        if kind == "w":
-            device.transactions.append(("write", argument))
-            device.handle_write(argument)
-            return None
-        if kind == "block":
-            count = min(device.handle_read(1)[0], _SMBUS_BLOCK_MAX)
-            data = device.handle_read(count)
-        else:
-            data = device.handle_read(argument)
-        device.transactions.append(("read", data))
-        return data
