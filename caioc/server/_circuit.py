@@ -279,6 +279,8 @@ class CircuitLogic:
         self.last_heard = time.monotonic()
         #: A HangUp is queued: what the client sends after it is not read.
         self.hanging_up = False
+        #: The command task is handling commands (not parked on ``wakeup``).
+        self.busy = False
         #: sid -> the reply cache of a channel that serves its stored value
         #: (a ChannelData with no getter, no filter), for runs of reads.
         #: Decided when the client connects the channel: a read hook is set
@@ -349,6 +351,10 @@ class CircuitLogic:
             return
         core = self.core
         framed = False
+        # Nothing waits before these commands: what needs no waiting is
+        # answered here, in this callback, rather than one loop pass later
+        # by the command task (a request's round trip, a connect storm).
+        idle = not self.busy and not self.queue
         if data[:2] == _READ_RUN_COMMAND:
             rest = self._take_read_runs(data)
             framed = rest is not data
@@ -380,9 +386,49 @@ class CircuitLogic:
             return
         if framed:  # a byte-a-second sender never completes one: it stays idle
             self.last_heard = time.monotonic()
-        self.wakeup.set()
+        if idle and self.queue:
+            self._handle_queued_now()
+        if self.queue:
+            self.wakeup.set()
         if len(self.queue) + self.queued_reads > MAX_QUEUED_COMMANDS and self.reading:
             self.pause_reading()  # back-pressure on a flooding client
+
+    def _handle_queued_now(self) -> None:
+        """Handle queued commands, from the first, while they need no waiting.
+
+        Only called with nothing handled or queued before them, so the order
+        is the command task's. Stops at the first command that must wait (a
+        put, a read with a getter) and leaves it and the rest to the task;
+        at most FAIRNESS_BATCH at a time, as the task does.
+        """
+        queue = self.queue
+        for _ in range(FAIRNESS_BATCH):
+            if not queue or self.is_closing():
+                break
+            command = queue[0]
+            if isinstance(command, ReadRun):
+                try:
+                    if not self._answer_at_once(command):
+                        break
+                except Exception:  # as in process()
+                    log.exception("error answering a run of reads; closing the circuit")
+                    self.close()
+                    break
+                queue.popleft()
+                self.queued_reads -= len(command.ioids)
+                continue
+            if isinstance(command, HangUp):
+                break
+            try:
+                if not self._handle_now(command):
+                    break
+            except Exception:  # as in process(): never let one request take the circuit down
+                log.exception("error handling %r", command)
+                self.send(error_for(command, ECA.INTERNAL, cid=self._cid_of(command)))
+            queue.popleft()
+        self.flush()
+        if self.ready and self.core.events_on:
+            self._schedule_flush()
 
     def _take_read_runs(self, data: bytes | memoryview) -> bytes | memoryview:
         """Queue the runs of READ_NOTIFY requests ``data`` starts with; the rest."""
@@ -487,7 +533,9 @@ class CircuitLogic:
         queue = self.queue
         wakeup = self.wakeup
         while True:
+            self.busy = False
             await wakeup.wait()
+            self.busy = True
             wakeup.clear()
             handled = 0
             while queue:
@@ -509,12 +557,9 @@ class CircuitLogic:
                     handled += 1
                     continue
                 try:
-                    if type(command) is CreateChanRequest:
-                        # A client connects thousands at once, and creating
-                        # never waits: no coroutine per channel for _handle.
-                        self._create(command)
-                    else:
-                        await self._handle(command)
+                    # Most commands need no waiting: no coroutine for those.
+                    if not self._handle_now(command):
+                        await self._handle_later(command)
                 except Exception:  # never let one request take the circuit down
                     log.exception("error handling %r", command)
                     self.send(error_for(command, ECA.INTERNAL, cid=self._cid_of(command)))
@@ -559,18 +604,19 @@ class CircuitLogic:
         self._hang_up(request, ECA.BADTYPE, message, self._cid_of(request))
         return True
 
-    async def _handle(self, command: Command) -> None:
+    def _handle_now(self, command: Command) -> bool:
+        """Handle ``command`` if that needs no waiting; False: :meth:`_handle_later` must."""
         kind = type(command)
-        if kind is ReadNotifyRequest:
-            await self._read(command)  # type: ignore[arg-type]
+        if kind is CreateChanRequest:
+            self._create(command)  # type: ignore[arg-type]
+        elif kind is ReadNotifyRequest:
+            return self._read_now(command)  # type: ignore[arg-type]
         elif kind is EventAddRequest:
             self._subscribe(command)  # type: ignore[arg-type]
         elif kind is WriteNotifyRequest or kind is WriteRequest:
-            await self._write(command)  # type: ignore[arg-type]
+            return False
         elif kind is EventCancelRequest:
             self._unsubscribe(command)  # type: ignore[arg-type]
-        elif kind is CreateChanRequest:
-            self._create(command)  # type: ignore[arg-type]
         elif kind is ClearChannelRequest:
             self._clear(command)  # type: ignore[arg-type]
         elif kind is EchoRequest:
@@ -589,6 +635,14 @@ class CircuitLogic:
         ) and self.server.access_security is not None:
             self.recheck_rights()  # rsrv re-evaluates rights when a client renames itself
         # VERSION, EVENTS_OFF: the core records them.
+        return True
+
+    async def _handle_later(self, command: Command) -> None:
+        """The commands :meth:`_handle_now` leaves: reads with a getter or filter, puts."""
+        if isinstance(command, ReadNotifyRequest):
+            await self._read(command)
+        else:
+            await self._write(command)  # type: ignore[arg-type]
 
     def _create(self, request: CreateChanRequest) -> None:
         cid = request.cid
@@ -655,6 +709,47 @@ class CircuitLogic:
         if payload_size(request.data_type, count) <= self.core_limit:
             return False
         self.send(error_for(request, ECA.TOLARGE, cid=self.core.channels_by_sid[request.sid].cid))
+        return True
+
+    def _read_now(self, request: ReadNotifyRequest) -> bool:
+        """Answer a read of a channel that serves its stored value; False otherwise.
+
+        The reply :meth:`_read` would send, packed here: from the channel's
+        reply cache, or its encoder. Anything unusual (a getter or filter,
+        no read access, an error to report, a count 0, a reply too large
+        for a plain header) is left to :meth:`_read`.
+        """
+        sid, data_type, data_count = request[4], request[2], request[3]
+        cache = self.plain.get(sid)
+        if cache is None or not data_count or sid in self.unreadable:
+            return False
+        reply = cache.get((data_type, data_count))
+        if reply is None:
+            if data_type > _LAST_TYPE:
+                return False
+            channel = self.core.channels_by_sid.get(sid)
+            if channel is None:
+                return False
+            try:
+                reply = self.data[channel.cid].encode(  # type: ignore[attr-defined]
+                    data_type, data_count, self.core.their_version
+                )
+            except ChannelError:
+                return False  # _read answers with the error
+        payload, count = reply
+        size = len(payload)
+        if size > min(self.core_limit, 0xFFF8) or count >= 0xFFFF:
+            return False
+        padding = -size & 7
+        ioid = request[5]
+        out = self.out
+        out.append(
+            _READ_REPLY_HEADER(_READ_NOTIFY, size + padding, data_type, count, _ECA_NORMAL, ioid)
+        )
+        out.append(payload)
+        if padding:
+            out.append(_ZEROS[:padding])
+        self.core.replied([ioid])
         return True
 
     async def _read(self, request: ReadNotifyRequest) -> None:

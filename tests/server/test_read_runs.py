@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 from peers import serving
-from waiting import run
+from waiting import run, until
 
-from caioc.ca import AccessRights, ChannelType, ReadRun
+from caioc.ca import AccessRights, ChannelType, ReadRun, VirtualCircuit
 from caioc.server import _circuit
 from caioc.server._data import ChannelDouble, ChannelEnum, ChannelInteger, ChannelString
 
@@ -138,13 +138,15 @@ async def answers(raw: Raw, reads: list[tuple[str, int, int]], together: bool) -
 def runs_taken(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Lengths of the runs the server took (to know the shortcut really ran)."""
     taken: list[int] = []
-    original = _circuit.CircuitLogic._read_run
+    original = VirtualCircuit.read_notify_run
 
-    async def counting(self: Any, run: ReadRun) -> None:
-        taken.append(len(run.ioids))
-        await original(self, run)
+    def counting(self: Any, *args: Any, **kwargs: Any) -> ReadRun | None:
+        run = original(self, *args, **kwargs)
+        if run is not None:
+            taken.append(len(run.ioids))
+        return run
 
-    monkeypatch.setattr(_circuit.CircuitLogic, "_read_run", counting)
+    monkeypatch.setattr(VirtualCircuit, "read_notify_run", counting)
     return taken
 
 
@@ -322,3 +324,65 @@ def test_a_run_follows_read_access_taken_away_and_given_back(runs_taken: list[in
     finally:
         Switchable.readable = True
     assert runs_taken == [10, 10, 10]
+
+
+WRITE_NOTIFY = 19
+
+
+def test_a_read_after_a_put_still_in_progress_waits_for_it() -> None:
+    """Reads are answered at once only when nothing is in progress before them."""
+    got: list[tuple[tuple, bytes]] = []
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def slow_put(channel: Any, value: Any) -> Any:
+            await release.wait()
+            return value
+
+        pvdb: dict[str, Any] = {"X": ChannelDouble(value=1.0, put_hook=slow_put)}
+        async with serving(pvdb) as server:
+            raw = await Raw.open(server.tcp_port, ["X"])
+            sid = raw.sids["X"]
+            put = HEADER.pack(WRITE_NOTIFY, 8, ChannelType.DOUBLE, 1, sid, 1)
+            raw.writer.write(put + struct.pack(">d", 5.0))
+            (circuit,) = server.circuits
+            await until(lambda: circuit.busy, "the put to be in progress")
+            raw.writer.write(raw.request("X", ChannelType.DOUBLE, 1, 2))
+            await until(lambda: len(circuit.queue) == 1, "the read to be queued behind it")
+            release.set()
+            got.extend(await raw.replies(2))
+            raw.close()
+
+    run(scenario)
+    assert [(header[0], header[5]) for header, _ in got] == [(WRITE_NOTIFY, 1), (READ_NOTIFY, 2)]
+    assert struct.unpack(">d", got[1][1][16:])[0] == 5.0
+
+
+def test_a_read_with_nothing_before_it_is_answered_in_the_receiving_callback() -> None:
+    async def scenario() -> None:
+        async with serving({"X": ChannelDouble(value=2.5)}) as server:
+            raw = await Raw.open(server.tcp_port, ["X"])
+            (circuit,) = server.circuits
+            flushed: list[list[bytes]] = []
+            flush = circuit.flush
+
+            def spying() -> None:
+                flushed.append(list(circuit.out))
+                flush()
+
+            circuit.flush = spying  # type: ignore[method-assign]
+            receive = circuit.data_received
+
+            def receiving(data: bytes) -> None:
+                receive(data)
+                # answered before this callback returns: no task in between
+                assert flushed and struct.unpack(">d", flushed[-1][-1])[0] == 2.5
+
+            circuit.data_received = receiving  # type: ignore[method-assign]
+            raw.writer.write(raw.request("X", ChannelType.DOUBLE, 1, 7))
+            ((header, whole),) = await raw.replies(1)
+            assert header[5] == 7 and struct.unpack(">d", whole[16:])[0] == 2.5
+            raw.close()
+
+    run(scenario)
