@@ -110,7 +110,7 @@ FLUSH_EVERY = 64
 
 #: The header of a READ_NOTIFY reply (command, payload size, data type,
 #: count, status, ioid) for the replies of a run of reads.
-_READ_REPLY_HEADER = _UPDATE_HEADER = struct.Struct(">HHHHII").pack
+_HEADER = struct.Struct(">HHHHII").pack
 _READ_NOTIFY = int(ReadNotifyRequest.ID)
 _EVENT_ADD = int(EventAddRequest.ID)
 _ECA_NORMAL = int(ECA.NORMAL)
@@ -138,6 +138,18 @@ def _reply_rows(size: int) -> np.dtype[Any]:
             ("payload", "u1", (size + (-size & 7),)),
         ]
     )
+
+
+def _append_message(
+    out: list[Any], command: int, payload: Any, data_type: int, count: int, p1: int, p2: int
+) -> None:
+    """Append a message with a plain header to ``out``: header, payload, padding to 8."""
+    size = len(payload)
+    padding = -size & 7
+    out.append(_HEADER(command, size + padding, data_type, count, p1, p2))
+    out.append(payload)
+    if padding:
+        out.append(_ZEROS[:padding])
 
 
 class HangUp:
@@ -501,15 +513,9 @@ class CircuitLogic:
                 size = len(payload)
                 subscription.pending_bytes -= size
                 if plain and size <= 0xFFF8 and count < 0xFFFF:
-                    padding = -size & 7
-                    out.append(
-                        _UPDATE_HEADER(
-                            _EVENT_ADD, size + padding, data_type, count, status, subscriptionid
-                        )
+                    _append_message(
+                        out, _EVENT_ADD, payload, data_type, count, status, subscriptionid
                     )
-                    out.append(payload)
-                    if padding:
-                        out.append(_ZEROS[:padding])
                 else:
                     self.send(
                         EventAddResponse.from_payload(
@@ -740,15 +746,8 @@ class CircuitLogic:
         size = len(payload)
         if size > min(self.core_limit, 0xFFF8) or count >= 0xFFFF:
             return False
-        padding = -size & 7
         ioid = request[5]
-        out = self.out
-        out.append(
-            _READ_REPLY_HEADER(_READ_NOTIFY, size + padding, data_type, count, _ECA_NORMAL, ioid)
-        )
-        out.append(payload)
-        if padding:
-            out.append(_ZEROS[:padding])
+        _append_message(self.out, _READ_NOTIFY, payload, data_type, count, _ECA_NORMAL, ioid)
         self.core.replied([ioid])
         return True
 
@@ -859,15 +858,9 @@ class CircuitLogic:
                 payload, count = reply
                 size = len(payload)
                 if size <= limit and count < 0xFFFF:
-                    padding = -size & 7
-                    parts.append(
-                        _READ_REPLY_HEADER(
-                            _READ_NOTIFY, size + padding, data_type, count, _ECA_NORMAL, ioid
-                        )
+                    _append_message(
+                        parts, _READ_NOTIFY, payload, data_type, count, _ECA_NORMAL, ioid
                     )
-                    parts.append(payload)
-                    if padding:
-                        parts.append(_ZEROS[:padding])
                     answered.append(ioid)
                     continue
             if parts:  # what came before goes first
