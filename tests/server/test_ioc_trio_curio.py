@@ -379,11 +379,12 @@ def test_an_unknown_library_is_refused_by_name() -> None:
     assert ioc_arg_parser("P:", "", argv=[])[1]["async_lib"] == "asyncio"
 
 
-def test_caioc_ioc_imports_neither_trio_nor_curio() -> None:
+def test_caioc_imports_neither_trio_nor_curio() -> None:
+    """Only the back-end modules import their library."""
     import subprocess
 
     code = (
-        "import sys, caioc.ioc, caioc.ioc_examples.simple\n"
+        "import sys, caioc.server, caioc.client, caioc.ioc, caioc.ioc_examples.simple\n"
         "print(sorted({'trio', 'curio', 'argparse', 'json', 'tempfile'} & set(sys.modules)))\n"
     )
     output = subprocess.run(

@@ -472,18 +472,3 @@ class RawCircuit:
         self.core.receive_data(data)
         while (command := self.core.next_command()) is not NEED_DATA:
             yield command
-
-
-def test_caioc_works_without_importing_trio_or_curio() -> None:
-    """Only the back-end modules import their library."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, caioc.server, caioc.client, caioc.ioc\n"
-        "print(sorted({'trio', 'curio'} & set(sys.modules)))\n"
-    )
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert output.stdout.strip() == "[]"
