@@ -790,7 +790,8 @@ class CircuitLogic:
         are those :meth:`_read` would send.
         """
         sids = run.sids
-        if 0 in run.data_counts or not self.unreadable.isdisjoint(sids):
+        unreadable = self.unreadable
+        if 0 in run.data_counts or (unreadable and not unreadable.isdisjoint(sids)):
             return False
         caches: list[Any] = list(map(self.plain.get, sids))
         if None in caches:
