@@ -30,18 +30,20 @@ __all__ = [
 ]
 
 #: Options SerialPort takes, as a board file may give them (a driver may add more).
-FRAMING = (
-    "baudrate",
-    "bytesize",
-    "parity",
-    "stopbits",
-    "rtscts",
-    "xonxoff",
-    "read_terminator",
-    "write_terminator",
-    "encoding",
-    "inter_byte_timeout",
-)
+#: The serial framing options every serial driver takes, with their defaults.
+FRAMING_DEFAULTS: dict[str, Any] = {
+    "baudrate": 9600,
+    "bytesize": 8,
+    "parity": "N",
+    "stopbits": 1,
+    "rtscts": False,
+    "xonxoff": False,
+    "read_terminator": "\n",
+    "write_terminator": "\n",
+    "encoding": "ascii",
+    "inter_byte_timeout": 0.1,
+}
+FRAMING = tuple(FRAMING_DEFAULTS)
 
 PortSpec = SerialPort | str | Callable[[], SerialPort]
 

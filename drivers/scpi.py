@@ -71,6 +71,7 @@ from caioc.ioc import pvproperty
 from ._registry import DriverInfo, register
 from ._serial_instrument import (
     FRAMING,
+    FRAMING_DEFAULTS,
     PV_OPTIONS,
     PortSpec,
     SerialInstrument,
@@ -573,17 +574,8 @@ _OPTIONS: dict[str, Any] = {
     "clear": True,
     "init_commands": [],
     "max_error_reads": 20,
-    "baudrate": 9600,
-    "bytesize": 8,
-    "parity": "N",
-    "stopbits": 1,
-    "rtscts": False,
-    "xonxoff": False,
-    "read_terminator": "\n",
-    "write_terminator": "\n",
-    "encoding": "ascii",
+    **FRAMING_DEFAULTS,
     "reply_timeout": 1.0,
-    "inter_byte_timeout": 0.1,
     "unsolicited": "",
 }
 

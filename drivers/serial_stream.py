@@ -42,6 +42,7 @@ from caioc.hw.sim import SimulatedInstrument
 
 from ._registry import DriverInfo, register
 from ._serial_instrument import (
+    FRAMING_DEFAULTS,
     PV_OPTIONS,
     PortSpec,
     SerialInstrument,
@@ -273,16 +274,7 @@ register(
             "stale_after": 5.0,
             "start_command": "",
             "max_queued": 100,
-            "baudrate": 9600,
-            "bytesize": 8,
-            "parity": "N",
-            "stopbits": 1,
-            "rtscts": False,
-            "xonxoff": False,
-            "read_terminator": "\n",
-            "write_terminator": "\n",
-            "encoding": "ascii",
-            "inter_byte_timeout": 0.1,
+            **FRAMING_DEFAULTS,
         },
     )
 )
