@@ -165,3 +165,38 @@ def test_unknown_pv_is_not_found(env: dict[str, str]) -> None:
         env,
     )
     assert result == {"connected": False}
+
+
+def test_batched_gets_as_libca_sends_them(env: dict[str, str]) -> None:
+    """ca_array_get for many channels, then one ca_pend_io: the server answers
+    the run of READ_NOTIFY requests together (read_notify_run), uniform or mixed."""
+    result = run_pyepics(
+        """
+        import ctypes
+        from epics import ca
+        libca = ca.initialize_libca()
+        chids = {}
+        for name in ("T:RO", "T:WF"):
+            chid = ctypes.c_void_p()
+            libca.ca_create_channel(name.encode(), None, None, 0, ctypes.byref(chid))
+            chids[name] = chid
+        assert libca.ca_pend_io(ctypes.c_double(5.0)) == 1
+        DBR_DOUBLE = 6
+        # uniform: 40 scalar reads, one reply size
+        uniform = (ctypes.c_double * 40)(*[float("nan")] * 40)
+        for i in range(40):
+            chid = chids["T:RO" if i % 2 == 0 else "T:WF"]
+            libca.ca_array_get(DBR_DOUBLE, 1, chid, ctypes.byref(uniform, 8 * i))
+        assert libca.ca_pend_io(ctypes.c_double(5.0)) == 1
+        # mixed: scalars and three-element reads in one run
+        mixed = (ctypes.c_double * 80)(*[float("nan")] * 80)
+        for i in range(20):
+            libca.ca_array_get(DBR_DOUBLE, 1, chids["T:RO"], ctypes.byref(mixed, 32 * i))
+            libca.ca_array_get(DBR_DOUBLE, 3, chids["T:WF"], ctypes.byref(mixed, 32 * i + 8))
+        assert libca.ca_pend_io(ctypes.c_double(5.0)) == 1
+        result = {"uniform": list(uniform), "mixed": list(mixed)}
+        """,
+        env,
+    )
+    assert result["uniform"] == [1.0, 0.0] * 20
+    assert result["mixed"] == [1.0, 0.0, 1.0, 2.0] * 20
