@@ -121,7 +121,6 @@ _LAST_TYPE = int(max(ChannelType))
 _PLAIN_READ = ChannelData.read
 _PLAIN_ENCODE = ChannelData.encode
 _READ = AccessRights.READ
-_READ_WRITE = AccessRights.READ_WRITE
 
 
 @functools.cache
@@ -722,14 +721,16 @@ class CircuitLogic:
 
         The reply :meth:`_read` would send, packed here: from the channel's
         reply cache, or its encoder. Anything unusual (a getter or filter,
-        no read access, an error to report, a count 0, a reply too large
-        for a plain header) is left to :meth:`_read`.
+        no read access, an error to report, a reply too large for a plain
+        header) is left to :meth:`_read`.
         """
         sid, data_type, data_count = request[4], request[2], request[3]
         cache = self.plain.get(sid)
-        if cache is None or not data_count or sid in self.unreadable:
+        if cache is None or sid in self.unreadable:
             return False
-        reply = cache.get((data_type, data_count))
+        # encode() honours a non-zero count as it is: same key, same reply
+        # (count 0, the current length, is resolved by encode() itself)
+        reply = cache.get((data_type, data_count)) if data_count else None
         if reply is None:
             if data_type > _LAST_TYPE:
                 return False
@@ -830,55 +831,23 @@ class CircuitLogic:
         return True
 
     async def _answer_one_by_one(self, run: ReadRun) -> None:
-        """Answer ``run`` read by read: from the cache where the read allows it.
+        """Answer ``run`` read by read, each as it would be answered alone.
 
-        A read the shortcut cannot answer (a getter or filter to run, no
-        read access, an error, a reply too large or needing an extended
-        header) goes through :meth:`_read` in its turn, so every reply is
-        what the request alone would get, in the same order.
+        :meth:`_read_now` where the read allows it, :meth:`_read` (a getter
+        or filter to run, no read access, an error, a large reply) in its
+        turn otherwise, so the replies keep their order.
         """
-        version = self.core.their_version
-        data_of = self.data
-        limit = min(self.core_limit, 0xFFF8)
-        parts: list[Any] = []
-        answered: list[int] = []
         for channel, data_type, data_count, sid, ioid in zip(*run, strict=True):
-            data = data_of[channel.cid]
-            rights = channel.access_rights
-            reply = None
-            if (
-                (rights is _READ_WRITE or rights is _READ)
-                and isinstance(data, ChannelData)
-                and getattr(data.read, "__func__", None) is _PLAIN_READ
-            ):
-                try:
-                    reply = data.encode(data_type, data_count, version)
-                except ChannelError:
-                    reply = None  # _read answers with the error
-            if reply is not None:
-                payload, count = reply
-                size = len(payload)
-                if size <= limit and count < 0xFFFF:
-                    _append_message(
-                        parts, _READ_NOTIFY, payload, data_type, count, _ECA_NORMAL, ioid
-                    )
-                    answered.append(ioid)
-                    continue
-            if parts:  # what came before goes first
-                self.out.append(b"".join(parts))
-                parts.clear()
             # as the parser builds it: the fields as received, checked by _read
             request = ReadNotifyRequest.from_wire(0, data_type, data_count, sid, ioid, b"")
             try:
-                await self._read(request)
+                if not self._read_now(request):
+                    await self._read(request)
             except Exception:  # as in process(): one bad request is answered, not fatal
                 log.exception("error handling %r", request)
                 self.send(error_for(request, ECA.INTERNAL, cid=channel.cid))
             if self.is_closing():
                 return  # hung up on a bad request, or the client left
-        if parts:
-            self.out.append(b"".join(parts))
-        self.core.replied(answered)
 
     async def _write(self, request: WriteRequest) -> None:
         if self._bad_type(request):
