@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -51,18 +52,30 @@ def until(condition, what, timeout=10.0):
 """
 
 
+#: Ports handed out by free_port in this process (never twice).
+_GIVEN: set[int] = set()
+#: Where free_port looks: below Linux's ephemeral range (32768-60999), so a
+#: port it gives out is never the client end of some connection, or one of
+#: its TIME_WAIT leftovers, by the time a server binds it (softioc's rsrv
+#: then fails with "CAS: No TCP server started").
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    """A port free for both TCP and UDP on 127.0.0.1 right now, not given out before."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
+        port = random.choice(_PORTS)
+        if port in _GIVEN:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind(("127.0.0.1", port))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                     udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return int(port)
+        except OSError:
+            continue
+        _GIVEN.add(port)
+        return port
 
 
 #: The end of a server script that has defined ``pvdb``: serve it with our
