@@ -80,9 +80,9 @@ from ..ca import (
 )
 from ..ca import ProtocolError as _ProtocolError
 from ._data import ChannelData, ChannelError
-from ._filters import ServedChannel
 
 if TYPE_CHECKING:
+    from ._served import ServedChannel
     from ._server_logic import ServerLogic
 
 __all__ = [

@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ._served import MODIFIER_START
+
 __all__ = [
     "SYNC_MODES",
     "ArrayFilter",
@@ -51,7 +53,6 @@ __all__ = [
 SYNC_MODES = ("before", "first", "last", "after", "while", "unless")
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MODIFIER_START = re.compile(r"[.$\[{]")
 
 
 class ChannelNameError(ValueError):
@@ -148,7 +149,7 @@ def parse_channel_name(name: str, *, dotless: bool = True) -> ChannelName | None
     Raises :class:`ChannelNameError` when the modifiers are malformed. The
     sync filter's state is not checked here (states belong to a server).
     """
-    found = _MODIFIER_START.search(name)
+    found = MODIFIER_START.search(name)
     if found is None:
         return None
     if "." in name:

@@ -17,12 +17,15 @@ import contextlib
 import logging
 import socket
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from ._access import AccessSecurity
 from ._circuit import CircuitLogic
 from ._config import ServerConfig
 from ._data import ChannelData
 from ._server_logic import Beacons, ServerLogic
+
+if TYPE_CHECKING:
+    from ._access import AccessSecurity
 
 __all__ = ["Server", "run"]
 

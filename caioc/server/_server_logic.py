@@ -37,13 +37,14 @@ from ..ca import (
     search_response_datagram,
 )
 from ..ca import ProtocolError as _ProtocolError
-from ._access import AccessSecurity
 from ._config import ServerConfig
 from ._data import ChannelData
-from ._filters import ServedChannel, States, channel_for
+from ._served import MODIFIER_START, States
 
 if TYPE_CHECKING:
+    from ._access import AccessSecurity
     from ._circuit import CircuitLogic
+    from ._served import ServedChannel
 
 __all__ = ["FIRST_BEACON_INTERVAL", "Beacons", "ServerLogic"]
 
@@ -185,8 +186,11 @@ class ServerLogic:
         filtered view of it. An invalid filter specification is not found.
         """
         data = self.pvdb.get(name)
-        if data is not None:
-            return data
+        if data is not None or MODIFIER_START.search(name) is None:
+            return data  # found, or a name with neither field, ``$`` nor filter
+        # Loaded with the first decorated name, not at start-up.
+        from ._filters import channel_for
+
         return channel_for(name, self.pvdb, self.states, dotless=self.dotless_modifiers)
 
     def search_reply(self, request: SearchRequest) -> Command | None:
