@@ -160,22 +160,28 @@ def test_accept_refuses_what_send_refuses(link: Link) -> None:
         link.server.accept(channel, ChannelType.DOUBLE, 1, 9)
 
 
-def test_updating_says_whether_send_would_take_an_update(link: Link) -> None:
+def test_updatable_says_whether_send_would_take_each_update(link: Link) -> None:
     server = link.server
     client_channel = link.client.channels[CID]
     request = client_channel.subscribe(ChannelType.DOUBLE)
     link.c2s(request)
     subscriptionid = request.subscriptionid
-    assert server.updating(subscriptionid)
-    assert not server.updating(subscriptionid + 1)  # no such subscription
-    assert not VirtualCircuit(Role.CLIENT).updating(subscriptionid)
+    # each id answered in its place; an unknown one (no such subscription) is not
+    assert server.updatable([subscriptionid, subscriptionid + 1, subscriptionid]) == [
+        True,
+        False,
+        True,
+    ]
+    assert server.updatable({subscriptionid: None}) == [True]  # any iterable of ids
+    assert server.updatable([]) == []
+    assert VirtualCircuit(Role.CLIENT).updatable([subscriptionid]) == [False]
     # a channel being cleared still takes the updates in flight, as send() does
     link.c2s(client_channel.clear())
-    assert server.updating(subscriptionid)
+    assert server.updatable([subscriptionid]) == [True]
     update = EventAddResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, subscriptionid)
     server.send(update)
     # once the clear is answered, nothing more
     server.send(server.channels[CID].clear())
-    assert not server.updating(subscriptionid)
+    assert server.updatable([subscriptionid]) == [False]
     with pytest.raises(ProtocolError):
         server.send(update)

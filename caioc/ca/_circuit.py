@@ -19,6 +19,7 @@ import collections
 import itertools
 import operator
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -456,20 +457,20 @@ class VirtualCircuit:
             *(CommandId.CREATE_CHAN, 0, native_data_type, native_data_count, cid, sid),
         )
 
-    def updating(self, subscriptionid: int) -> bool:
-        """Whether an EVENT_ADD update for ``subscriptionid`` may go out (server role).
+    def updatable(self, subscriptionids: Iterable[int]) -> list[bool]:
+        """Whether an EVENT_ADD update for each of ``subscriptionids`` may go out (server role).
 
         What :meth:`send` checks for each update, asked once for a burst of
-        them: the server then packs the updates itself, skipping nothing
+        them: the server then packs those updates itself, skipping nothing
         (an update changes no state). False: send each one with send().
         """
-        channel = self._subscriptions.get(subscriptionid)
-        return (
-            channel is not None
-            and channel.state in _UPDATABLE_STATES
-            and self.our_role is Role.SERVER
-            and self.states[Role.SERVER] is _CONNECTED
-        )
+        if self.our_role is not Role.SERVER or self.states[Role.SERVER] is not _CONNECTED:
+            return [False for _ in subscriptionids]
+        get = self._subscriptions.get
+        return [
+            channel is not None and channel.state in _UPDATABLE_STATES
+            for channel in map(get, subscriptionids)
+        ]
 
     def replied(self, ioids: list[int]) -> None:
         """Replies to these reads of a :meth:`read_notify_run` went out, not through send()."""

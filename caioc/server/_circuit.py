@@ -27,7 +27,7 @@ by command path (tests compare them): a run of READ_NOTIFY requests
 (``VirtualCircuit.read_notify_run``, libca's batched gets) is answered
 from the channels' reply caches in one numpy array; a new channel's two
 replies are packed by ``VirtualCircuit.accept``; monitor updates are
-packed here after one ``VirtualCircuit.updating`` check per subscription.
+packed here after one ``VirtualCircuit.updatable`` check per flush.
 """
 
 from __future__ import annotations
@@ -239,7 +239,10 @@ class Subscription:
         else:
             pending.append((payload, count, status))
             self.pending_bytes += size
-        self.circuit.updates_ready(self)
+        circuit = self.circuit
+        circuit.ready[self.subscriptionid] = self  # send it soon
+        if not circuit.flush_scheduled:
+            circuit._schedule_flush()
 
     def collapse(self) -> None:
         """Keep only the newest pending update."""
@@ -484,11 +487,6 @@ class CircuitLogic:
         except _ProtocolError as error:  # a bug of ours: say so, keep serving
             log.error("refusing to send %r: %s", commands, error)
 
-    def updates_ready(self, subscription: Subscription) -> None:
-        """A subscription has pending updates: send them soon."""
-        self.ready[subscription.subscriptionid] = subscription
-        self._schedule_flush()
-
     def _flush_updates(self, in_order: bool = False) -> None:
         """Send pending updates (``in_order``: even to a backed-up socket, so
         the updates a put caused go out ahead of its completion)."""
@@ -497,30 +495,40 @@ class CircuitLogic:
         if not (writable and self.core.events_on) or self.is_closing():
             return  # kept, coalesced, until the client can take them
         ready, self.ready = self.ready, {}
-        updating = self.core.updating
+        subscriptions = self.subscriptions
         out = self.out
-        for subscriptionid, subscription in ready.items():
-            if self.subscriptions.get(subscriptionid) is not subscription:
+        append = out.append
+        # The core checks each update as send() would, but once per
+        # subscription and all of them in one call: the headers are then
+        # packed here, not per command.
+        for (subscriptionid, subscription), plain in zip(
+            ready.items(), self.core.updatable(ready), strict=True
+        ):
+            if subscriptions.get(subscriptionid) is not subscription:
                 continue  # cancelled meanwhile
             pending = subscription.pending
             data_type = subscription.data_type
-            # The core checks each update as send() would, but once per
-            # subscription: the headers are then packed here, not per command.
-            plain = updating(subscriptionid)
-            while pending:
-                payload, count, status = pending.popleft()
+            for payload, count, status in pending:
                 size = len(payload)
-                subscription.pending_bytes -= size
                 if plain and size <= 0xFFF8 and count < 0xFFFF:
-                    _append_message(
-                        out, _EVENT_ADD, payload, data_type, count, status, subscriptionid
+                    # _append_message, inline: this runs for every update
+                    padding = -size & 7
+                    append(
+                        _HEADER(
+                            _EVENT_ADD, size + padding, data_type, count, status, subscriptionid
+                        )
                     )
+                    append(payload)
+                    if padding:
+                        append(_ZEROS[:padding])
                 else:
                     self.send(
                         EventAddResponse.from_payload(
                             payload, data_type, count, status, subscriptionid
                         )
                     )
+            pending.clear()
+            subscription.pending_bytes = 0
         self.flush()
 
     def say_goodbye(self) -> None:

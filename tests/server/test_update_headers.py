@@ -19,7 +19,7 @@ EVENT_ADD = 1
 async def updates(plain: bool, monkeypatch: pytest.MonkeyPatch) -> bytes:
     """A subscriber's bytes for the same puts, with or without the circuit's packing."""
     if not plain:
-        monkeypatch.setattr(VirtualCircuit, "updating", lambda self, subscriptionid: False)
+        monkeypatch.setattr(VirtualCircuit, "updatable", lambda self, ids: [False for _ in ids])
     pvdb: dict[str, Any] = {
         "D": ChannelDouble(value=0.0),
         "S": ChannelString(value=""),
