@@ -6,6 +6,7 @@
     model = "raspberry-pi-4"      # or "auto" (detect) — optional
     prefix = "weather:"           # put before every PV name
     bus_status = true             # status PVs for every bus (the default)
+    access_security = "rules.acf" # EPICS access security, next to this file
 
     [[device]]
     driver = "bme280"             # see `caioc drivers`
@@ -30,6 +31,11 @@ Every bus a board file opens also gets the status PVs of
 status PVs. ``bus_status = false`` in ``[board]`` leaves them out. The
 PVs are served with the first device on each bus (a sub-group of it), so
 :func:`build` still returns exactly the board file's devices.
+
+``access_security`` in ``[board]`` names an EPICS access security file
+(.acf), relative to the board file's directory; :func:`load` checks that
+it is there (``caioc run`` parses it before serving and re-reads it when
+it changes).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ log = logging.getLogger("caioc.boards")
 
 _NAME = re.compile(r"[A-Za-z0-9_\-:]+")
 _DEVICE_KEYS = {"driver", "name", "bus", "address", "options"}
-_BOARD_KEYS = {"model", "prefix", "bus_status"}
+_BOARD_KEYS = {"model", "prefix", "bus_status", "access_security"}
 #: Kinds of bus whose transport has a worker, and so status PVs.
 _STATUS_KINDS = ("i2c", "spi", "serial", "w1", "iio")
 #: Characters a bus name may keep in a PV name (w1-/sys/... has slashes).
@@ -100,6 +106,9 @@ class BoardFile:
     devices: list[DeviceSpec] = field(default_factory=list)
     #: Serve the status PVs of each bus (``bus_status`` in ``[board]``).
     bus_status: bool = True
+    #: The access security file (``access_security`` in ``[board]``,
+    #: relative to the board file's directory), checked to exist.
+    access_security: Path | None = None
 
 
 def _device_lines(text: str) -> list[int]:
@@ -119,6 +128,23 @@ def _key_line(text: str, start: int, key: str) -> int:
         if re.match(rf"{re.escape(key)}\s*=", line):
             return number
     return start
+
+
+def _access_security_file(path: Path, text: str, board_table: dict[str, Any]) -> Path | None:
+    """The ``access_security`` file of ``[board]``, next to the board file, if it names one."""
+    if "access_security" not in board_table:
+        return None
+    value = board_table["access_security"]
+    line = _key_line(text, 1, "access_security")
+    if not isinstance(value, str) or not value.strip():
+        raise BoardFileError(
+            path, line, 'access_security must be the path of an .acf file: access_security = "..."'
+        )
+    acf = path.parent / value
+    if not acf.is_file():
+        reason = "is not a file" if acf.exists() else "does not exist"
+        raise BoardFileError(path, line, f"access_security: {acf} {reason}")
+    return acf
 
 
 def load(path: str | Path) -> BoardFile:
@@ -160,7 +186,8 @@ def load(path: str | Path) -> BoardFile:
     if not isinstance(bus_status, bool):
         line = _key_line(text, 1, "bus_status")
         raise BoardFileError(path, line, "bus_status must be true or false")
-    result = BoardFile(path, board, prefix, bus_status=bus_status)
+    access_security = _access_security_file(path, text, board_table)
+    result = BoardFile(path, board, prefix, bus_status=bus_status, access_security=access_security)
     lines = _device_lines(text)
     devices = data.get("device", [])
     if not isinstance(devices, list):

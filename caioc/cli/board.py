@@ -4,7 +4,8 @@
 on simulated hardware); ``caioc check FILE`` validates it and probes the
 devices without serving; ``caioc deploy FILE`` writes the systemd unit that
 runs it as a service; ``caioc boards`` and ``caioc drivers`` list what
-board files may name.
+board files may name. ``--acf FILE`` (or ``access_security`` in the board
+file's ``[board]`` table) enforces an EPICS access security file.
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ def _load(name: str) -> Any:
     return load(board_file_path(name))
 
 
+def _access_security(args: argparse.Namespace, board_file: Any) -> Any:
+    """The access security of ``--acf``, else of the board file's key, loaded; or None.
+
+    A file that cannot be read or parsed raises ValueError naming it (and
+    the line, for a syntax error): reported before anything starts.
+    """
+    source = args.acf if args.acf is not None else board_file.access_security
+    if source is None:
+        return None
+    from caioc.ioc._run import load_access_security  # the .acf parser: only when asked for
+
+    return load_access_security(source)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from caioc.boards import build
     from caioc.ioc import serve
@@ -49,13 +64,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s: %(message)s",
     )
     board_file = _load(args.board_file)
+    security = _access_security(args, board_file)
     devices = build(board_file, sim=args.sim, prefix=args.prefix)
     mode = "simulated hardware" if args.sim else "hardware"
     logging.getLogger("caioc").info(
         "board file %s: %d devices on %s", board_file.path, len(devices), mode
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(*devices, interfaces=args.interfaces, list_pvs=args.list_pvs))
+        asyncio.run(
+            serve(
+                *devices,
+                interfaces=args.interfaces,
+                list_pvs=args.list_pvs,
+                access_security=security,
+            )
+        )
     return 0
 
 
@@ -77,6 +100,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from caioc.boards import build
 
     board_file = _load(args.board_file)
+    security = _access_security(args, board_file)
+    if security is not None:
+        groups = ", ".join(sorted(security.config.groups))
+        print(f"access security {security.path}: ok (ASG {groups})")
+        for warning in security.warnings:
+            print(f"  {warning}")
     devices = build(board_file, sim=args.sim)
     problems = asyncio.run(_probe(devices))
     for device in devices:
@@ -207,7 +236,8 @@ def _default_user() -> str:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     path = board_file_path(args.board_file)
-    _load(str(path))  # a board file that cannot run must not become a service
+    # a board file (or an .acf file) that cannot run must not become a service
+    _access_security(args, _load(str(path)))
     board_file = path.resolve()
     name = args.name or f"caioc-{_safe_name(board_file.stem)}"
     if not _UNIT_NAME.fullmatch(name):
@@ -217,6 +247,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         run_options += ["--prefix", args.prefix]
     if args.interfaces:
         run_options += ["--interfaces", *args.interfaces]
+    if args.acf is not None:
+        # absolute: the service runs in its own working directory
+        run_options += ["--acf", str(Path(args.acf).resolve())]
     unit = systemd_unit(
         board_file,
         user=args.user or _default_user(),
@@ -265,6 +298,12 @@ def cmd_drivers(args: argparse.Namespace) -> int:
     return 0
 
 
+_ACF_HELP = (
+    "enforce this EPICS access security file (re-read when it changes; "
+    "default: the board file's access_security, if any)"
+)
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Add the board-file subcommands to ``caioc``'s parser."""
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -275,10 +314,14 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--list-pvs", action="store_true", help="print the PVs when serving")
     run.add_argument("--interfaces", nargs="+", default=None, help="addresses to serve on")
     run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    run.add_argument("--acf", metavar="FILE", default=None, help=_ACF_HELP)
     run.set_defaults(handler=cmd_run)
-    check = commands.add_parser("check", help="validate a board file and probe its devices")
+    check = commands.add_parser(
+        "check", help="validate a board file (and its .acf file) and probe its devices"
+    )
     check.add_argument("board_file")
     check.add_argument("--sim", action="store_true", help="probe simulated hardware")
+    check.add_argument("--acf", metavar="FILE", default=None, help="validate this .acf file")
     check.set_defaults(handler=cmd_check)
     deploy = commands.add_parser(
         "deploy",
@@ -308,6 +351,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     deploy.add_argument("--prefix", default=None, help="PV prefix (default: the file's)")
     deploy.add_argument("--interfaces", nargs="+", default=None, help="addresses to serve on")
     deploy.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    deploy.add_argument("--acf", metavar="FILE", default=None, help=_ACF_HELP)
     where = deploy.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", help="write the unit to this file")
     where.add_argument(

@@ -30,6 +30,7 @@ from ..server import Server, ServerConfig
 from ..server._locks import running_library
 
 if TYPE_CHECKING:
+    from ..server._access import AccessSecurity
     from ..server._circuit import Wakeup
     from ..server._server_logic import ServerLogic
 
@@ -75,9 +76,17 @@ class AsyncLib(Protocol):
         """A block cancellation does not interrupt: clean-up after a cancellation."""
 
     def serving(
-        self, pvdb: Mapping[str, Any], config: ServerConfig
+        self,
+        pvdb: Mapping[str, Any],
+        config: ServerConfig,
+        access_security: AccessSecurity | None = None,
     ) -> AbstractAsyncContextManager[ServerLogic]:
-        """Serve ``pvdb`` for the block: bound on entry, clients told goodbye on exit."""
+        """Serve ``pvdb`` for the block: bound on entry, clients told goodbye on exit.
+
+        With ``access_security`` its rules decide what each client may do,
+        and a configuration loaded from a file is re-read when the file
+        changes while serving (the server's watch task).
+        """
 
     def run(self, function: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``function()`` to completion in a new event loop of the library."""
@@ -109,9 +118,12 @@ class _Asyncio:
 
     @contextlib.asynccontextmanager
     async def serving(
-        self, pvdb: Mapping[str, Any], config: ServerConfig
+        self,
+        pvdb: Mapping[str, Any],
+        config: ServerConfig,
+        access_security: AccessSecurity | None = None,
     ) -> AsyncIterator[ServerLogic]:
-        server = Server(pvdb, config)
+        server = Server(pvdb, config, access_security)
         await server.start()
         try:
             yield server

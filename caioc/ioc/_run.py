@@ -2,10 +2,12 @@
 
 ``ioc_arg_parser`` gives every IOC script the same options (``--prefix``,
 ``--list-pvs``, ``--interfaces``, ``-v``/``-q``, ``--macro NAME=VALUE``,
-``--autosave FILE``, ``--async-lib asyncio|trio|curio``) and ``run``
-serves a group until interrupted, running its startup and shutdown hooks
-around the server, on the async library chosen (asyncio by default).
-``serve`` is the same as a coroutine of whichever library awaits it.
+``--autosave FILE``, ``--async-lib asyncio|trio|curio``, ``-a/--acf FILE``)
+and ``run`` serves a group until interrupted, running its startup and
+shutdown hooks around the server, on the async library chosen (asyncio by
+default). ``serve`` is the same as a coroutine of whichever library awaits
+it. ``-a rules.acf`` (softIoc's option) enforces an EPICS access security
+file, re-read when it changes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..server import ServerConfig
 from ._async_lib import LIBRARIES, current_async_lib, load_async_lib
@@ -23,7 +26,38 @@ from ._autosave import Autosave
 from ._group import PVDatabase, PVGroup
 from ._stats import attach_server, detach_server
 
-__all__ = ["ioc_arg_parser", "run", "serve"]
+if TYPE_CHECKING:
+    from ..server._access import AccessSecurity
+
+__all__ = ["ioc_arg_parser", "load_access_security", "run", "serve"]
+
+
+def load_access_security(
+    source: AccessSecurity | str | os.PathLike[str],
+    substitutions: dict[str, str] | None = None,
+) -> AccessSecurity:
+    """``source`` if it is an :class:`~caioc.server.AccessSecurity`, else the .acf file it names.
+
+    A file is loaded now (so that a server watches it for changes): one
+    that cannot be read raises ValueError naming it, one that does not
+    parse raises :class:`~caioc.server.AccessConfigError` (a ValueError),
+    ``file:line:column: what is wrong``. ``substitutions`` expand the
+    file's ``$(NAME)`` macros, as softIoc's ``-m`` macros do its ``-a`` file.
+    """
+    from ..server import AccessSecurity  # the .acf parser: only for IOCs that use one
+
+    if isinstance(source, AccessSecurity):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"access_security is an .acf file or an AccessSecurity, not {type(source).__name__}"
+        )
+    path = os.fspath(source)
+    try:
+        return AccessSecurity.from_file(path, substitutions=substitutions)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"{path}: cannot read the access security file: {reason}") from None
 
 
 def _macro(text: str) -> tuple[str, str]:
@@ -62,6 +96,14 @@ def ioc_arg_parser(
         "--autosave", default=None, metavar="FILE", help="restore and save autosave PVs here"
     )
     parser.add_argument(
+        "-a",
+        "--acf",
+        default=None,
+        metavar="FILE",
+        help="enforce this EPICS access security file (.acf), re-read when it changes; "
+        "--macro values expand its $(NAME)",
+    )
+    parser.add_argument(
         "--async-lib",
         choices=LIBRARIES,
         default="asyncio",
@@ -69,6 +111,14 @@ def ioc_arg_parser(
     )
     args = parser.parse_args(argv)
     all_macros = {**(macros or {}), **dict(args.macro)}
+    security = None
+    if args.acf is not None:
+        # loaded now, with the macros (softIoc's -m applies to its -a file):
+        # a file that cannot be used is an error in the command line
+        try:
+            security = load_access_security(args.acf, all_macros or None)
+        except ValueError as error:
+            parser.error(str(error))
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     return (
         {"prefix": args.prefix, "macros": all_macros},
@@ -78,6 +128,7 @@ def ioc_arg_parser(
             "log_level": level,
             "autosave": args.autosave,
             "async_lib": args.async_lib,
+            "access_security": security,
         },
     )
 
@@ -90,6 +141,7 @@ async def serve(
     config: ServerConfig | None = None,
     autosave: str | None = None,
     async_lib: str | None = None,
+    access_security: AccessSecurity | str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve ``groups`` (one IOC) until cancelled, under the library awaiting this.
 
@@ -99,10 +151,18 @@ async def serve(
     serving and saved to it as they change. ``async_lib`` (from
     :func:`ioc_arg_parser`'s run options) only checks that the library
     awaiting this is the one chosen; :func:`run` starts the right one.
+    ``access_security`` (an .acf file's path or an
+    :class:`~caioc.server.AccessSecurity`) decides what clients may read
+    and write; a file is loaded before anything is served (ValueError if
+    it cannot be read or parsed, see :func:`load_access_security`) and is
+    re-read when it changes, the new rights pushed to connected clients.
     """
     lib = current_async_lib()
     if async_lib is not None and async_lib != lib.name:
         raise ValueError(f"serve() is running under {lib.name}, not {async_lib}: use run()")
+    security = None if access_security is None else load_access_security(access_security)
+    if security is not None and security.path is not None:
+        logging.getLogger("caioc").info("access security: rules from %s", security.path)
     config = config or ServerConfig.from_environment()
     if interfaces:
         config.interfaces = list(interfaces)
@@ -120,7 +180,7 @@ async def serve(
     for saver in savers:
         restored = saver.restore()
         logging.getLogger("caioc").info("restored %d PVs from %s", len(restored), saver.path)
-    async with lib.serving(pvdb, config) as server:
+    async with lib.serving(pvdb, config, access_security=security) as server:
         attach_server(server)
         save_tasks: list[Any] = []
         started: list[PVGroup] = []
@@ -150,9 +210,16 @@ def run(*groups: PVGroup, async_lib: str = "asyncio", **run_options: Any) -> Non
 
     ``async_lib`` is the library to serve on: ``"asyncio"`` (the default),
     ``"trio"`` or ``"curio"`` (installed separately); the other options
-    are :func:`serve`'s.
+    are :func:`serve`'s. An ``access_security`` file that cannot be read
+    or parsed ends the program (SystemExit) with its name and the line at
+    fault, before anything is served.
     """
     lib = load_async_lib(async_lib)
+    if run_options.get("access_security") is not None:
+        try:
+            run_options["access_security"] = load_access_security(run_options["access_security"])
+        except ValueError as error:
+            raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'caioc'}: {error}") from None
     level = run_options.get("log_level", logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     if os.environ.get("PYTHONASYNCIODEBUG"):

@@ -155,6 +155,8 @@ class AccessSecurity:
         self._path: Path | None = None
         self._signature: tuple[int, int, int] | None = None
         self._callbacks: list[ChangeCallback] = []
+        #: Whether rules were loaded (a failed load then keeps them: say so).
+        self._loaded = False
         self._install(parse_acf("", check_client_ip=check_client_ip), notify=False)
 
     @classmethod
@@ -217,6 +219,7 @@ class AccessSecurity:
         """Replace the configuration; on an error keep the old one and raise."""
         config = self._parse(text, filename)
         self._install(config)
+        self._loaded = True
 
     def reload(self) -> None:
         """Re-read the file. On an error keep the rules in force, log and raise."""
@@ -226,13 +229,15 @@ class AccessSecurity:
         try:
             text = self._path.read_text(encoding="utf-8", errors="replace")
         except OSError as error:
-            log.error(
-                "access security: cannot read %s (%s); keeping the old rules", self._path, error
-            )
+            if self._loaded:  # a first load has no old rules: the caller reports the error
+                log.error(
+                    "access security: cannot read %s (%s); keeping the old rules", self._path, error
+                )
             raise
         config = self._parse(text, str(self._path))
         self._signature = signature
         self._install(config)
+        self._loaded = True
 
     def poll(self) -> bool:
         """Reload the file if it changed since it was last read; whether rules changed.
@@ -283,7 +288,8 @@ class AccessSecurity:
                 substitutions=self._substitutions,
             )
         except AccessConfigError as error:
-            log.error("access security: %s; keeping the old rules", error)
+            if self._loaded:  # a first load has no old rules: the caller reports the error
+                log.error("access security: %s; keeping the old rules", error)
             raise
 
     def _install(self, config: AccessConfig, *, notify: bool = True) -> None:

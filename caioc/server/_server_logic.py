@@ -146,8 +146,12 @@ class ServerLogic:
         #: Access security rules (.acf) narrowing every channel's rights; a
         #: change (new file, an INP value moving a CALC) is pushed to clients.
         self.access_security = access_security
+        #: (channel data, follower) of each .acf input PV served here.
+        self._access_inputs: list[tuple[ServedChannel, _AccessInput]] = []
+        #: Whether the inputs are followed (from serving() on).
+        self._following_inputs = False
         if access_security is not None:
-            access_security.on_change(lambda groups: self._rights_changed())
+            access_security.on_change(self._rights_changed)
         self.circuits: set[CircuitLogic] = set()
         self.tcp_port = 0
         self._sid = 0
@@ -156,22 +160,35 @@ class ServerLogic:
         # The server's UDP side has one state: one broadcaster serves all.
         self._broadcaster = Broadcaster(Role.SERVER, self.config.max_array_bytes)
 
-    def _rights_changed(self) -> None:
+    def _rights_changed(self, groups: frozenset[str] | None) -> None:
+        if groups is None and self._following_inputs:
+            # The rules were re-read: their inputs may be new PVs, or old ones
+            # feeding new inputs (which start invalid): follow them afresh.
+            self._follow_access_inputs()
         for circuit in list(self.circuits):
             circuit.recheck_rights()
 
     def _follow_access_inputs(self) -> None:
-        """Feed the .acf's INP PVs that this server serves into its CALCs."""
+        """Feed the .acf's INP PVs that this server serves into its CALCs.
+
+        Each is subscribed to anew, so it delivers its current value at once.
+        """
         assert self.access_security is not None
+        for followed, follower in self._access_inputs:
+            followed.unsubscribe(follower)
+        self._access_inputs = []
+        self._following_inputs = True
         names = {
             name for inputs in self.access_security.inputs().values() for name in inputs.values()
         }
-        for name in names:
+        for name in sorted(names):
             data = self.lookup(name)
             if data is None:
                 log.warning("access security input %s is not served here: it stays invalid", name)
                 continue
-            data.subscribe(_AccessInput(self.access_security, name))
+            follower = _AccessInput(self.access_security, name)
+            self._access_inputs.append((data, follower))
+            data.subscribe(follower)
 
     def next_sid(self) -> int:
         """A server channel id unique across this server's circuits."""

@@ -38,7 +38,6 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError("caioc.server.curio needs curio: pip install 'caioc[curio]'") from error
 
-from ._access import AccessSecurity
 from ._config import ServerConfig
 from ._data import ChannelData
 from ._server_logic import Beacons, ServerLogic
@@ -46,6 +45,7 @@ from ._stream_circuit import StreamCircuit
 
 if TYPE_CHECKING:
     from ..ioc._async_lib import AsyncLib
+    from ._access import AccessSecurity
 
 __all__ = ["Server", "async_lib", "run"]
 
@@ -300,9 +300,12 @@ class _CurioLib:
 
     @contextlib.asynccontextmanager
     async def serving(
-        self, pvdb: Mapping[str, ChannelData], config: ServerConfig
+        self,
+        pvdb: Mapping[str, ChannelData],
+        config: ServerConfig,
+        access_security: AccessSecurity | None = None,
     ) -> AsyncIterator[Server]:
-        server = Server(pvdb, config)
+        server = Server(pvdb, config, access_security)
         task = await curio.spawn(server.serve)
         try:
             async with curio.TaskGroup(wait=any) as first:  # bound, or failed to bind

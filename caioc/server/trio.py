@@ -36,7 +36,6 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError("caioc.server.trio needs trio: pip install 'caioc[trio]'") from error
 
-from ._access import AccessSecurity
 from ._config import ServerConfig
 from ._data import ChannelData
 from ._server_logic import Beacons, ServerLogic
@@ -44,6 +43,7 @@ from ._stream_circuit import StreamCircuit
 
 if TYPE_CHECKING:
     from ..ioc._async_lib import AsyncLib
+    from ._access import AccessSecurity
 
 __all__ = ["Server", "async_lib", "run"]
 
@@ -346,11 +346,14 @@ class _TrioLib:
 
     @contextlib.asynccontextmanager
     async def serving(
-        self, pvdb: Mapping[str, ChannelData], config: ServerConfig
+        self,
+        pvdb: Mapping[str, ChannelData],
+        config: ServerConfig,
+        access_security: AccessSecurity | None = None,
     ) -> AsyncIterator[Server]:
         try:
             async with trio.open_nursery() as nursery:
-                server = Server(pvdb, config)
+                server = Server(pvdb, config, access_security)
                 await nursery.start(server.serve)
                 try:
                     yield server

@@ -82,3 +82,42 @@ def test_rights_follow_the_rules_and_changes_are_pushed(tmp_path: Path) -> None:
             await server.stop()
 
     run(scenario)
+
+
+def test_a_reloaded_file_follows_its_new_inputs_at_once(tmp_path: Path) -> None:
+    """An input PV a new version of the file names feeds its CALC with the PV's value now.
+
+    Without following the new inputs, ``B`` (or ``A`` moved to another PV)
+    would stay invalid until its PV next changed, here never.
+    """
+    acf = tmp_path / "rules.acf"
+    acf.write_text(ACF)
+
+    async def scenario() -> None:
+        valve = ChannelDouble(value=0.0)
+        valve.access_group = "guarded"
+        mode, interlock = ChannelInteger(value=0), ChannelInteger(value=1)
+        security = AccessSecurity.from_file(acf)
+        pvdb = {"valve": valve, "mode": mode, "interlock": interlock}
+        server = Server(pvdb, server_config(), access_security=security)
+        await server.start()
+        try:
+            bob, bob_valve = await open_as(server.tcp_port, "bob", "console", "valve")
+            assert bob_valve.access_rights == AccessRights.READ  # A = mode = 0
+            # the same input letter, fed by a PV that was no input before
+            acf.write_text(ACF.replace('INPA("mode")', 'INPA("interlock")'))
+            security.reload()
+            await bob.receive(lambda: bob_valve.access_rights == AccessRights.READ_WRITE)
+            # back to mode: its value (0) holds at once, and interlock no longer counts
+            acf.write_text(ACF)
+            security.reload()
+            await bob.receive(lambda: bob_valve.access_rights == AccessRights.READ)
+            await interlock.set(0)
+            await interlock.set(1)
+            await mode.set(1)  # still followed after two reloads
+            await bob.receive(lambda: bob_valve.access_rights == AccessRights.READ_WRITE)
+            bob.close()
+        finally:
+            await server.stop()
+
+    run(scenario)
