@@ -48,7 +48,8 @@ def test_a_run_is_taken_checked_and_recorded(link: Link) -> None:
     data = reads(10) + bytes(EchoRequest())
     run = link.server.read_notify_run(data)
     assert run is not None
-    assert [(ch.cid, t, c, sid, ioid) for ch, t, c, sid, ioid in zip(*run, strict=True)] == [
+    assert run.headers.tobytes() == data[: 16 * 10]  # the requests, as received
+    assert [(ch.cid, t, c, sid, ioid) for ch, t, c, sid, ioid in run.reads()] == [
         (CID + i % 3, ChannelType.DOUBLE, 1, SID + i % 3, 1 + i) for i in range(10)
     ]
     # the reads await their replies, as next_command would have recorded them

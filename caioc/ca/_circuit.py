@@ -19,7 +19,7 @@ import collections
 import itertools
 import operator
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -120,6 +120,15 @@ class ReadRun(NamedTuple):
     data_counts: list[int]
     sids: list[int]
     ioids: list[int]
+    #: The requests' headers as received, one numpy record each (fields
+    #: command, size, data_type, data_count, sid, ioid; big-endian): a
+    #: reply's header is the same but for size and status.
+    headers: Any
+
+    def reads(self) -> Iterator[tuple[Any, int, int, int, int]]:
+        """(channel, data_type, data_count, sid, ioid) of each read, in order."""
+        columns = self.channels, self.data_types, self.data_counts, self.sids, self.ioids
+        return zip(*columns, strict=True)
 
 
 def _error(sender: Role, our_role: Role, text: str, command: Command) -> ProtocolError:
@@ -408,7 +417,12 @@ class VirtualCircuit:
             return None
         pending.update(zip(ioids, zip(channels, itertools.repeat(None), strict=False), strict=True))
         return ReadRun(
-            channels, headers["data_type"].tolist(), headers["data_count"].tolist(), sids, ioids
+            channels,
+            headers["data_type"].tolist(),
+            headers["data_count"].tolist(),
+            sids,
+            ioids,
+            headers.copy(),  # the caller may reuse the buffer the run was read from
         )
 
     def accept(

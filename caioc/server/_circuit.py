@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -123,20 +124,24 @@ _PLAIN_ENCODE = ChannelData.encode
 _READ = AccessRights.READ
 
 
+#: A reply's header as numpy record: a READ_NOTIFY request's header (the
+#: same fields in the same places) but for the payload size and the status.
+_REPLY_HEADER = np.dtype(
+    [
+        ("command", ">u2"),
+        ("size", ">u2"),
+        ("data_type", ">u2"),
+        ("data_count", ">u2"),
+        ("status", ">u4"),
+        ("ioid", ">u4"),
+    ]
+)
+
+
 @functools.cache
 def _reply_rows(size: int) -> np.dtype[Any]:
     """READ_NOTIFY replies with ``size`` payload bytes (padded to 8) as numpy rows."""
-    return np.dtype(
-        [
-            ("command", ">u2"),
-            ("size", ">u2"),
-            ("data_type", ">u2"),
-            ("data_count", ">u2"),
-            ("status", ">u4"),
-            ("ioid", ">u4"),
-            ("payload", "u1", (size + (-size & 7),)),
-        ]
-    )
+    return np.dtype([("header", _REPLY_HEADER), ("payload", "u1", (size + (-size & 7),))])
 
 
 def _append_message(
@@ -806,7 +811,12 @@ class CircuitLogic:
         if None in caches:
             return False  # a getter or filter to run
         # encode() honours a non-zero count as it is: same key, same reply
-        keys = zip(run.data_types, run.data_counts, strict=True)
+        data_types, data_counts = run.data_types, run.data_counts
+        key = data_types[0], data_counts[0]
+        if data_types.count(key[0]) == len(data_types) == data_counts.count(key[1]):
+            keys: Iterable[tuple[int, int]] = itertools.repeat(key)  # the usual: one key
+        else:
+            keys = zip(data_types, data_counts, strict=True)
         replies = list(map(dict.get, caches, keys))
         if None in replies:  # not read since it changed
             version = self.core.their_version
@@ -824,13 +834,17 @@ class CircuitLogic:
         size = sizes.pop()
         if size > min(self.core_limit, 0xFFF8):
             return False  # too large for a plain header: _read sends or refuses it
-        rows = np.empty(len(payloads), _reply_rows(size))
-        rows["command"] = _READ_NOTIFY
-        rows["size"] = rows.dtype["payload"].shape[0]
-        rows["data_type"] = run.data_types
-        rows["data_count"] = counts
-        rows["status"] = _ECA_NORMAL
-        rows["ioid"] = run.ioids
+        reads = len(payloads)
+        rows = np.empty(reads, _reply_rows(size))
+        # the requests' headers as bytes (command, type, count and ioid stay)
+        rows.view(np.uint8).reshape(reads, -1)[:, :16] = run.headers.view(np.uint8).reshape(
+            reads, 16
+        )
+        header = rows["header"]
+        header["size"] = rows.dtype["payload"].shape[0]
+        header["status"] = _ECA_NORMAL
+        if list(counts) != run.data_counts:
+            header["data_count"] = counts
         payload = rows["payload"]
         payload[:, :size] = np.frombuffer(b"".join(payloads), np.uint8).reshape(-1, size)
         payload[:, size:] = 0
@@ -845,7 +859,7 @@ class CircuitLogic:
         or filter to run, no read access, an error, a large reply) in its
         turn otherwise, so the replies keep their order.
         """
-        for channel, data_type, data_count, sid, ioid in zip(*run, strict=True):
+        for channel, data_type, data_count, sid, ioid in run.reads():
             # as the parser builds it: the fields as received, checked by _read
             request = ReadNotifyRequest.from_wire(0, data_type, data_count, sid, ioid, b"")
             try:
