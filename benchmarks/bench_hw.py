@@ -45,16 +45,21 @@ and the bus worker threads (``caioc-...``), each from its
 
 Run from the repository root: ``python benchmarks/bench_hw.py`` (20 s
 window), ``--quick`` (3 s), ``--seconds S``, ``--buses N``, ``--monitor``,
-``--stagger``, ``--json PATH``. ``--profile PATH`` runs the event loop under
+``--stagger``, ``--shared-schedule`` (that case alone), ``--json PATH``.
+``--profile PATH`` runs the event loop under
 cProfile during the window and writes the statistics to PATH (``pstats``
 format; the profiler's own cost inflates the CPU figures of that run).
 
-``Device`` starts the polls of all its readings together, so by default
-all 100 reads of a period are submitted in one burst: the bus queue and
-the event loop then work through 100 results at once, and each result
-waits for the loop to finish the ones before it. ``--stagger`` starts the
-ten devices a tenth of a period apart (bursts of ten), to show how much of
-the latency is that burst.
+``Device`` starts the polls of all its readings together, so the ten
+reads of each device and period reach the bus worker in one batch; the
+devices, started one after the other, keep schedules of their own. A
+second case sets ``Device.shared_schedule``: readings of one period then
+come due at the same moments in all devices (as an EPICS IOC scans the
+records of one period together), all 100 reads of a period are submitted
+in one burst, which costs less CPU, and the bus queue and the event loop
+work through 100 results at once, each result waiting for the loop to
+finish the ones before it. ``--stagger`` starts the ten devices a tenth
+of a period apart (own schedules, bursts of ten).
 """
 
 from __future__ import annotations
@@ -193,7 +198,7 @@ def thread_cpu() -> dict[str, float]:
     return totals
 
 
-def ioc_main(buses: int, stagger: bool, profile: str | None = None) -> None:
+def ioc_main(buses: int, stagger: bool, shared: bool, profile: str | None = None) -> None:
     """Serve the devices; answer START / STOP on stdin with figures on stdout."""
     import asyncio
     import threading
@@ -223,6 +228,8 @@ def ioc_main(buses: int, stagger: bool, profile: str | None = None) -> None:
 
     class RegisterSensor(Device):
         """Ten 16-bit registers, each a reading polled at 10 Hz."""
+
+        shared_schedule = shared
 
         def __init__(self, prefix: str, bus: I2CBus, address: int) -> None:
             self.bus, self.address = bus, address
@@ -337,13 +344,20 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def run(
-    seconds: float, buses: int, monitor: bool, stagger: bool, profile: str | None = None
+    seconds: float,
+    buses: int,
+    monitor: bool,
+    stagger: bool,
+    shared: bool = False,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """One IOC process, one measurement window; the figures."""
     env = h.loopback_ca_environment(h.free_port(), h.free_port())
     argv = [sys.executable, __file__, "--ioc", "--buses", str(buses)]
     if stagger:
         argv.append("--stagger")
+    if shared:
+        argv.append("--shared-schedule")
     if profile:
         argv += ["--profile", profile]
     with h.processes() as started:
@@ -396,21 +410,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         metavar="PATH",
-        help="cProfile the IOC's event loop in the no-client case; write pstats to PATH",
+        help="cProfile the IOC's event loop in the first no-client case; write pstats to PATH",
+    )
+    parser.add_argument(
+        "--shared-schedule",
+        action="store_true",
+        help="only the case of devices on the shared poll schedule (Device.shared_schedule)",
     )
     parser.add_argument("--ioc", action="store_true", help=IOC_DOC)
     args = parser.parse_args(argv)
     if args.ioc:
-        ioc_main(args.buses, args.stagger, args.profile)
+        ioc_main(args.buses, args.stagger, args.shared_schedule, args.profile)
         return 0
     seconds = args.seconds or (3.0 if args.quick else 20.0)
-    cases = [("no client", False)] + ([("pyepics monitors all", True)] if args.monitor else [])
+    cases = [("no client", False, False), ("no client, shared schedule", False, True)]
+    if args.shared_schedule:
+        cases = cases[1:]
+    if args.monitor:
+        cases.append(("pyepics monitors all", True, args.shared_schedule))
     rows = []
     figures: dict[str, Any] = {}
-    for label, monitor in cases:
+    for label, monitor, shared in cases:
         print(f"{label}: {seconds:g} s window ...", file=sys.stderr)
-        profile = None if monitor or not args.profile else str(Path(args.profile).resolve())
-        result = run(seconds, args.buses, monitor, args.stagger, profile)
+        profiled = not monitor and args.profile and label == cases[0][0]
+        profile = str(Path(args.profile).resolve()) if profiled else None
+        result = run(seconds, args.buses, monitor, args.stagger, shared, profile)
         handoff_ms = 1e3 * statistics.median(result["handoff"]) if result["handoff"] else math.nan
         queued_ms = (
             1e3 * statistics.median(result["with_queue"]) if result["with_queue"] else math.nan
@@ -469,7 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{DEVICES * READINGS_PER_DEVICE} PVs polled every {PERIOD:g} s from {DEVICES} simulated "
         f"I2C devices on {args.buses} bus(es), one IOC process, {seconds:g} s window"
-        + (", devices' polls staggered." if args.stagger else ", all polls in phase.")
+        + (
+            ", devices started a tenth of a period apart."
+            if args.stagger
+            else ", devices started one after the other."
+        )
     )
     print(
         "No reference implementation exists for this layer: absolute figures against the "

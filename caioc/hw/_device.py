@@ -156,6 +156,16 @@ class Device(PVGroup):
     comm_failures = 3
     #: Reconnect back-off: first delay, factor, ceiling (seconds).
     reconnect_delays = (0.1, 2.0, 10.0)
+    #: Poll on the IOC's common schedule: after the first read at start-up,
+    #: a reading is read at the multiples of its period (of the loop's
+    #: clock), so readings of one period come due at the same times in
+    #: every device that sets this, as an EPICS IOC scans all records of
+    #: one period together. Their reads then reach a shared bus in one
+    #: batch (one worker wake-up) however far apart the devices started:
+    #: less CPU, but each read of a large burst waits for the loop to take
+    #: the results before it. False (the default): every period from the
+    #: device's own start.
+    shared_schedule = False
 
     def __init__(self, prefix: str = "", **kwargs: Any) -> None:
         super().__init__(prefix, **kwargs)
@@ -289,11 +299,19 @@ class Device(PVGroup):
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        next_time = woken = self._poll_start
+        period = declared.period
+        # The first read at once; then at start + n periods, n = 1, 2 ... or,
+        # on the shared schedule, at the multiples of the period to come (the
+        # same times, to the bit, in every device: see shared_schedule).
+        woken = loop.time()
+        start, tick = self._poll_start, 1
+        if self.shared_schedule:
+            start, tick = 0.0, math.floor(woken / period) + 1
         while True:
             if self._online:
                 await self._poll_read(loop, task, attribute, declared, woken + declared.timeout)
-            next_time += declared.period
+            next_time = start + tick * period
+            tick += 1
             if next_time > loop.time():
                 woken = await self._wake_at(loop, next_time)
             else:  # late (a slow read): go on at once, as sleep(0) would
