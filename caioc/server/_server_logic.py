@@ -160,13 +160,22 @@ class ServerLogic:
         # The server's UDP side has one state: one broadcaster serves all.
         self._broadcaster = Broadcaster(Role.SERVER, self.config.max_array_bytes)
 
+    def recheck_rights(self) -> None:
+        """Work out every client's rights on every channel again; push those that changed.
+
+        The server does this by itself when its access security rules or
+        their inputs change; call it after changing what a PV's own
+        ``access_rights`` answers (``read_only`` of a ChannelData, say).
+        """
+        for circuit in list(self.circuits):
+            circuit.recheck_rights()
+
     def _rights_changed(self, groups: frozenset[str] | None) -> None:
         if groups is None and self._following_inputs:
             # The rules were re-read: their inputs may be new PVs, or old ones
             # feeding new inputs (which start invalid): follow them afresh.
             self._follow_access_inputs()
-        for circuit in list(self.circuits):
-            circuit.recheck_rights()
+        self.recheck_rights()
 
     def _follow_access_inputs(self) -> None:
         """Feed the .acf's INP PVs that this server serves into its CALCs.

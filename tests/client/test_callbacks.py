@@ -70,7 +70,7 @@ def test_connection_and_access_callbacks_follow_the_server() -> None:
                 # the server changes its mind about RO: the client hears it
                 events.clear()
                 server.pvdb["RO"].read_only = False  # type: ignore[attr-defined]
-                server._rights_changed()
+                server.recheck_rights()
                 await until(lambda: events, "the access-rights change")
                 assert events == [("RO", "access", AccessRights.READ_WRITE)]
 
