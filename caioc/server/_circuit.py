@@ -83,6 +83,7 @@ from ..ca import ProtocolError as _ProtocolError
 from ._data import ChannelData, ChannelError
 
 if TYPE_CHECKING:
+    from ._access import AccessResult
     from ._served import ServedChannel
     from ._server_logic import ServerLogic
 
@@ -96,6 +97,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("caioc.server")
+#: Puts the .acf rules trap (TRAPWRITE): one INFO record per completed put.
+putlog = logging.getLogger("caioc.server.putlog")
 
 #: Updates a subscription queues while its client keeps up (the socket is
 #: writable and events are on); past either bound the newest pending one is
@@ -154,6 +157,14 @@ def _append_message(
     out.append(payload)
     if padding:
         out.append(_ZEROS[:padding])
+
+
+def _for_log(value: Any) -> str:
+    """``value`` for a log line: an array summarised, anything else cut at 80 characters."""
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, threshold=8, edgeitems=3)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class HangUp:
@@ -693,14 +704,22 @@ class CircuitLogic:
         """This client's rights on ``data``: the channel's, narrowed by the .acf."""
         host, user = self.core.host_name or "", self.core.client_name or ""
         rights = int(data.access_rights(host, user))
-        security = self.server.access_security
-        if security is not None:
-            if security.check_client_ip and self.core.address is not None:
-                host = self.core.address[0]
-            group = getattr(data, "access_group", "DEFAULT")
-            level = getattr(data, "access_level", 0)
-            rights &= int(security.rights(group, level, user, host))
+        access = self._acf_access(data)
+        if access is not None:
+            rights &= int(access.rights)
         return rights
+
+    def _acf_access(self, data: ServedChannel) -> AccessResult | None:
+        """What the .acf rules grant this client on ``data`` (None: no rules)."""
+        security = self.server.access_security
+        if security is None:
+            return None
+        host, user = self.core.host_name or "", self.core.client_name or ""
+        if security.check_client_ip and self.core.address is not None:
+            host = self.core.address[0]
+        group = getattr(data, "access_group", "DEFAULT")
+        level = getattr(data, "access_level", 0)
+        return security.access(group, level, user, host)
 
     def recheck_rights(self) -> None:
         """Push ACCESS_RIGHTS for every channel whose rights changed."""
@@ -881,10 +900,23 @@ class CircuitLogic:
         if not channel.access_rights & AccessRights.WRITE:
             status, message = ECA.NOWTACCESS, ECA.NOWTACCESS.message
         else:
+            access = self._acf_access(data)
+            trapped = access is not None and access.trap_write
+            before = getattr(data, "value", None) if trapped else None
             try:
                 await data.write(request.data_type, request.data_count, request.payload)
             except ChannelError as error:
                 status, message = error.eca, str(error)
+            else:
+                if trapped:  # a TRAPWRITE rule: log who put what (EPICS's caPutLog)
+                    putlog.info(
+                        "%s@%s put %s = %s (was %s)",
+                        self.core.client_name or "",
+                        self.core.host_name or "",
+                        channel.name,
+                        _for_log(getattr(data, "value", None)),
+                        _for_log(before),
+                    )
         if self.ready:
             # As rsrv posts monitors while processing the put, updates the
             # put caused reach the client before its completion does.

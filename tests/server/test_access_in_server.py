@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from peers import server_config
 from test_server_robustness import RawClient
 from waiting import run
@@ -121,3 +124,48 @@ def test_a_reloaded_file_follows_its_new_inputs_at_once(tmp_path: Path) -> None:
             await server.stop()
 
     run(scenario)
+
+
+def test_puts_under_a_trapwrite_rule_are_logged_with_who_and_what(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TRAPWRITE (EPICS's caPutLog hook): each completed put is one INFO record."""
+    rules = """
+    UAG(logged) { alice }
+    ASG(DEFAULT) {
+        RULE(1, WRITE, TRAPWRITE) { UAG(logged) }
+        RULE(1, WRITE)
+    }
+    """
+
+    async def scenario() -> None:
+        pvdb = {"valve": ChannelDouble(value=1.5), "wave": ChannelDouble(value=np.zeros(100))}
+        security = AccessSecurity.from_text(rules)
+        server = Server(pvdb, server_config(), access_security=security)
+        await server.start()
+        try:
+            alice, alice_valve = await open_as(server.tcp_port, "alice", "console", "valve")
+            alice2, alice_wave = await open_as(server.tcp_port, "alice", "console", "wave")
+            bob, bob_valve = await open_as(server.tcp_port, "bob", "laptop", "valve")
+            for client, channel, value in (
+                (alice, alice_valve, 2.5),
+                (alice2, alice_wave, np.arange(100.0)),
+                (bob, bob_valve, 3.5),  # no TRAPWRITE for bob: not logged
+                (alice, alice_valve, 4.5),
+            ):
+                client.send(channel.write(value))
+                got = client.received
+                await client.receive(lambda got=got: any(c.command == 19 for c in got))
+                got.clear()
+            for client in (alice, alice2, bob):
+                client.close()
+        finally:
+            await server.stop()
+
+    with caplog.at_level(logging.INFO, logger="caioc.server.putlog"):
+        run(scenario)
+    lines = [r.getMessage() for r in caplog.records if r.name == "caioc.server.putlog"]
+    assert lines[0] == "alice@console put valve = 2.5 (was 1.5)"
+    assert lines[1].startswith("alice@console put wave = [ 0.  1.  2. ... 97. 98. 99.] (was [0.")
+    assert lines[2] == "alice@console put valve = 4.5 (was 3.5)"  # bob's put is not there
+    assert len(lines) == 3
