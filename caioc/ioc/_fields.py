@@ -306,6 +306,12 @@ def add_fields(
         )
     for field, field_channel in _processing_fields(channel, scan, process).items():
         fields[f"{name}.{field}"] = field_channel
+    # A record's fields are in its access security group, as in an EPICS IOC:
+    # the .acf rules that guard a PV guard its limits, .PROC and .DISA too.
+    group, level = channel.access_group, channel.access_level
+    for field_channel in fields.values():
+        if field_channel is not channel:
+            field_channel.access_group, field_channel.access_level = group, level
     _follow(channel, name, fields)
     return fields
 

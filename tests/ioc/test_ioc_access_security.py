@@ -282,3 +282,31 @@ def test_the_macros_of_an_ioc_script_expand_in_its_acf_file(tmp_path: Path) -> N
     with pytest.raises(SystemExit) as stopped:
         ioc_arg_parser("x:", "macros", ["--acf", str(tmp_path / "nowhere.acf")])
     assert stopped.value.code == 2
+
+
+def test_the_fields_of_a_pv_are_in_its_access_security_group() -> None:
+    """.DRVH, .HIHI, .PROC ... of a guarded PV are guarded by the same rules (as in EPICS)."""
+    from caioc.ca import AccessRights
+    from caioc.ioc import PVGroup, pvproperty
+    from caioc.server import AccessSecurity
+
+    class Two(PVGroup):
+        guarded = pvproperty(0.0, access_group="operators", access_level=1)
+        free = pvproperty(0.0)
+
+    rules = AccessSecurity.from_text(
+        "UAG(ops) { alice }\n"
+        "ASG(DEFAULT) { RULE(1, WRITE) }\n"
+        "ASG(operators) { RULE(1, READ) RULE(1, WRITE) { UAG(ops) } }\n"
+    )
+    pvdb = Two("x:").pvdb
+
+    def rights(name: str, user: str) -> AccessRights:
+        channel = pvdb[name]
+        return rules.rights(channel.access_group, channel.access_level, user, "host")
+
+    for field in ("VAL", "DRVH", "HIHI", "HHSV", "PROC", "DISA", "EGU", "DESC"):
+        assert rights(f"x:guarded.{field}", "bob") == AccessRights.READ, field
+        assert rights(f"x:guarded.{field}", "alice") == AccessRights.READ_WRITE, field
+        assert rights(f"x:free.{field}", "bob") == AccessRights.READ_WRITE, field
+    assert pvdb["x:guarded.DRVH"].access_level == 1
