@@ -13,6 +13,8 @@
     name = "outside"              # PVs are weather:outside:temperature ...
     bus = "i2c-1"
     address = 0x76                # default: the driver's
+    access_group = "DEFAULT"      # its PVs' ASG in the .acf (the default)
+    access_level = 0              # and their ASL, 0 or 1 (the default: 0)
     [device.options]              # driver options, see `caioc drivers`
     period = 2.0
 
@@ -63,7 +65,7 @@ __all__ = ["BoardFile", "BoardFileError", "DeviceSpec", "build", "load"]
 log = logging.getLogger("caioc.boards")
 
 _NAME = re.compile(r"[A-Za-z0-9_\-:]+")
-_DEVICE_KEYS = {"driver", "name", "bus", "address", "options"}
+_DEVICE_KEYS = {"driver", "name", "bus", "address", "options", "access_group", "access_level"}
 _BOARD_KEYS = {"model", "prefix", "bus_status", "access_security"}
 #: Kinds of bus whose transport has a worker, and so status PVs.
 _STATUS_KINDS = ("i2c", "spi", "serial", "w1", "iio")
@@ -94,6 +96,9 @@ class DeviceSpec:
     address: int | str | None
     options: dict[str, Any]
     line: int
+    #: The access security group (ASG) and level (ASL) of the device's PVs.
+    access_group: str = "DEFAULT"
+    access_level: int = 0
 
 
 @dataclass
@@ -231,8 +236,16 @@ def load(path: str | Path) -> BoardFile:
             key = sorted(unknown_options)[0]
             known = ", ".join(sorted(info.options)) or "none"
             raise fail(key, f"{info.name} has no option {key!r} (options: {known})")
+        group = table.get("access_group", "DEFAULT")
+        if not isinstance(group, str) or not _NAME.fullmatch(group):
+            raise fail("access_group", f"access_group must be an ASG name, not {group!r}")
+        level = table.get("access_level", 0)
+        if isinstance(level, bool) or level not in (0, 1):
+            raise fail("access_level", f"access_level must be 0 or 1, not {level!r}")
         result.devices.append(
-            DeviceSpec(info.name, name, bus, address, {**info.options, **options}, start)
+            DeviceSpec(
+                info.name, name, bus, address, {**info.options, **options}, start, group, level
+            )
         )
     return result
 
@@ -266,6 +279,9 @@ def build(board_file: BoardFile, *, sim: bool = False, prefix: str | None = None
             # A driver refusing its address or options ("28-xyz" is no 1-Wire
             # id, chip select 1 on spi-0.0 ...) is this device's line too.
             raise BoardFileError(board_file.path, spec.line, f"{spec.name}: {error}") from error
+        for pv in device.pv_names:  # their record fields follow when made
+            channel = device.pvdb[pv]
+            channel.access_group, channel.access_level = spec.access_group, spec.access_level
         devices.append(device)
         users.setdefault(spec.bus, []).append((spec, device))
     if board_file.bus_status:

@@ -202,3 +202,71 @@ def test_caioc_deploy_carries_acf_to_the_service(
     assert main(["deploy", str(board), "--acf", "site.acf"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "site.acf:" in captured.err
+
+
+def board_with_relay_group(tmp_path: Path, group: str, level: str = "0") -> Path:
+    """board_with(), the relay's [[device]] table given access_group and access_level."""
+    board = board_with(tmp_path)
+    text = board.read_text()
+    assert '\nname = "relay"\n' in text
+    board.write_text(
+        text.replace(
+            '\nname = "relay"\n',
+            f'\nname = "relay"\naccess_group = {group}\naccess_level = {level}\n',
+        )
+    )
+    return board
+
+
+#: The relay's group may only be read; every other PV may be written.
+GUARDED = "ASG(DEFAULT) {\n    RULE(1, WRITE)\n}\nASG(operators) {\n    RULE(1, READ)\n}\n"
+
+
+def test_a_devices_access_group_places_its_pvs_and_their_fields(tmp_path: Path) -> None:
+    from caioc.boards import build
+
+    board = board_with_relay_group(tmp_path, '"operators"', "1")
+    (board.parent / "rules.acf").write_text(GUARDED)
+    spec = {s.name: s for s in load(board).devices}
+    assert (spec["relay"].access_group, spec["relay"].access_level) == ("operators", 1)
+    assert (spec["button"].access_group, spec["button"].access_level) == ("DEFAULT", 0)
+    devices = {d.prefix: d for d in build(load(board), sim=True)}
+    relay, button = devices["demo:relay:"], devices["demo:button:"]
+    for name in ("demo:relay:state", "demo:relay:state.PROC", "demo:relay:connected"):
+        channel = relay.pvdb[name]
+        assert (channel.access_group, channel.access_level) == ("operators", 1), name
+    channel = button.pvdb["demo:button:state"]
+    assert (channel.access_group, channel.access_level) == ("DEFAULT", 0)
+
+
+@pytest.mark.peers
+def test_the_c_client_may_not_switch_a_relay_in_a_read_only_group(tmp_path: Path) -> None:
+    pytest.importorskip("epics", reason="pyepics (libca) not installed")
+    board = board_with_relay_group(tmp_path, '"operators"')
+    (board.parent / "rules.acf").write_text(GUARDED)
+    guarded = serve_and_look(board)
+    assert guarded["read"] is True and guarded["write"] is False
+    assert str(guarded["put"]).startswith("refused")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("access_group", "5", "access_group must be an ASG name"),
+        ("access_group", '"two words"', "access_group must be an ASG name"),
+        ("access_level", "2", "access_level must be 0 or 1"),
+        ("access_level", "true", "access_level must be 0 or 1"),
+    ],
+)
+def test_a_bad_device_access_key_is_its_line(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    group, level = ('"operators"', value) if key == "access_level" else (value, "0")
+    board = board_with_relay_group(tmp_path, group, level)
+    (board.parent / "rules.acf").write_text(GUARDED)  # only the device key is wrong
+    line = next(
+        n for n, text in enumerate(board.read_text().splitlines(), 1) if text.startswith(key)
+    )
+    with pytest.raises(BoardFileError) as error:
+        load(board)
+    assert str(error.value).startswith(f"{board}:{line}: ") and message in str(error.value)
