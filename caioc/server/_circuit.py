@@ -34,11 +34,10 @@ from __future__ import annotations
 
 import collections
 import functools
-import itertools
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -513,7 +512,6 @@ class CircuitLogic:
         ready, self.ready = self.ready, {}
         subscriptions = self.subscriptions
         out = self.out
-        append = out.append
         # The core checks each update as send() would, but once per
         # subscription and all of them in one call: the headers are then
         # packed here, not per command.
@@ -527,16 +525,9 @@ class CircuitLogic:
             for payload, count, status in pending:
                 size = len(payload)
                 if plain and size <= 0xFFF8 and count < 0xFFFF:
-                    # _append_message, inline: this runs for every update
-                    padding = -size & 7
-                    append(
-                        _HEADER(
-                            _EVENT_ADD, size + padding, data_type, count, status, subscriptionid
-                        )
+                    _append_message(
+                        out, _EVENT_ADD, payload, data_type, count, status, subscriptionid
                     )
-                    append(payload)
-                    if padding:
-                        append(_ZEROS[:padding])
                 else:
                     self.send(
                         EventAddResponse.from_payload(
@@ -830,12 +821,7 @@ class CircuitLogic:
         if None in caches:
             return False  # a getter or filter to run
         # encode() honours a non-zero count as it is: same key, same reply
-        data_types, data_counts = run.data_types, run.data_counts
-        key = data_types[0], data_counts[0]
-        if data_types.count(key[0]) == len(data_types) == data_counts.count(key[1]):
-            keys: Iterable[tuple[int, int]] = itertools.repeat(key)  # the usual: one key
-        else:
-            keys = zip(data_types, data_counts, strict=True)
+        keys = zip(run.data_types, run.data_counts, strict=True)
         replies = list(map(dict.get, caches, keys))
         if None in replies:  # not read since it changed
             version = self.core.their_version
