@@ -9,11 +9,17 @@ read is a 2-byte register read (``read_registers_async``: one ``i2c_rdwr``
 with a repeated start) whose value changes on every read, so every poll
 posts a new value.
 
-Measured over a window after a warm-up:
+Another case reads each device's ten registers in one 20-byte transfer
+(``r0`` is polled and posts ``r1`` ... ``r9`` from the same bytes, as the
+BME280 and SHT3x drivers post their companion readings): 100 PVs at 10 Hz
+from 100 bus reads a second.
 
-* **IOC CPU**: the child's CPU time (all threads, ``/proc``) per second of
-  wall time, in % of one core;
-* **hand-off latency** of each read: from the driver's call on the event
+Each case is measured over two windows after a warm-up:
+
+* **IOC CPU**, in the first window: the child's CPU time (all threads,
+  ``/proc``) per second of wall time, in % of one core. The reads are not
+  timed in this window: timing them is the benchmark's work, not the IOC's;
+* **hand-off latency** of each read, in the second window: from the driver's call on the event
   loop until the result is back in the driver, minus the time spent inside
   the bus call on the worker thread and minus the time the call waited
   behind earlier calls on the same bus (queueing is the bus being busy,
@@ -30,6 +36,14 @@ Measured over a window after a warm-up:
   job of a read, built once and reused for every later read of the same
   registers).
 
+The **floor** rows run the same schedule in bare asyncio, without caioc:
+tasks on shared per-device timers that hand a job returning two bytes to
+one worker thread, in batches, and take the results back with one wake-up
+of the loop. No bus, no simulated chip, no PV. That is what asyncio and
+the thread hand-offs cost by themselves on the machine at hand (on a VM,
+where every wake-up of a thread costs tens of microseconds of CPU, most of
+it).
+
 A last row times the hand-off alone: sequential reads, one at a time on an
 otherwise idle event loop in the benchmark's own process.
 
@@ -45,7 +59,8 @@ and the bus worker threads (``caioc-...``), each from its
 
 Run from the repository root: ``python benchmarks/bench_hw.py`` (20 s
 window), ``--quick`` (3 s), ``--seconds S``, ``--buses N``, ``--monitor``,
-``--stagger``, ``--shared-schedule`` (that case alone), ``--json PATH``.
+``--stagger``, ``--shared-schedule`` or ``--block`` (that case alone),
+``--json PATH``.
 ``--profile PATH`` runs the event loop under
 cProfile during the window and writes the statistics to PATH (``pstats``
 format; the profiler's own cost inflates the CPU figures of that run).
@@ -128,24 +143,28 @@ def timed_bus_class() -> type[Any]:
 
 
 def counting_chip(address: int) -> Any:
-    """A register map whose 16-bit registers count their reads: every value is new."""
+    """A register map whose 16-bit registers count their reads: every value is new.
+
+    A read of several registers at once (a block read) counts each of them.
+    """
     from caioc.hw.sim import SimulatedI2CDevice
 
     class CountingChip(SimulatedI2CDevice):
         def handle_read(self, length: int) -> bytes:
-            register = self.pointer
-            value = (int.from_bytes(self.registers[register : register + 2], "big") + 1) & 0xFFFF
-            self.registers[register : register + 2] = value.to_bytes(2, "big")
+            registers = self.registers
+            for register in range(self.pointer, self.pointer + length - 1, 2):
+                value = (int.from_bytes(registers[register : register + 2], "big") + 1) & 0xFFFF
+                registers[register : register + 2] = value.to_bytes(2, "big")
             return super().handle_read(length)
 
     return CountingChip(address)
 
 
-async def timed_read(chip: Any, register: int) -> tuple[bytes, float, float]:
+async def timed_read(chip: Any, register: int, length: int = 2) -> tuple[bytes, float, float]:
     """One register read: (bytes, hand-off, hand-off plus the wait behind other calls)."""
     slot = [time.perf_counter(), 0.0, 0.0, 0.0]
     SLOT.set(slot)
-    raw = await chip.read_registers_async(register, 2)
+    raw = await chip.read_registers_async(register, length)
     back = time.perf_counter()
     with_queue = back - slot[0] - (slot[2] - slot[1])
     return raw, with_queue - max(0.0, slot[3] - slot[0]), with_queue
@@ -177,6 +196,116 @@ def isolated_handoff(calls: int) -> dict[str, float]:
     }
 
 
+def floor_main(seconds: float, block: bool) -> None:
+    """The floor: the same schedule of reads in bare asyncio, without caioc; print its CPU %.
+
+    Ten "devices" of ten tasks (or, with *block*, of one task), each task
+    reading at 10 Hz on its device's timer (one loop timer per device and
+    tick, as ``Device`` shares them); a read hands a job returning two bytes
+    to one worker thread in batches (the calls of one loop pass), and the
+    worker wakes the loop once for the results that are ready, as the bus
+    worker does. No bus, no simulated chip, no PV, no alarm, no timeout:
+    what asyncio and the thread hand-off cost by themselves.
+    """
+    import asyncio
+    import queue
+    import threading
+
+    def job() -> bytes:
+        return b"\x00\x01"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        jobs: queue.SimpleQueue[list[tuple[asyncio.Future[bytes], Callable[[], bytes]]]]
+        jobs = queue.SimpleQueue()
+        ready: list[tuple[asyncio.Future[bytes], bytes]] = []
+        lock = threading.Lock()
+        outbox: list[tuple[asyncio.Future[bytes], Callable[[], bytes]]] = []
+
+        def deliver() -> None:
+            with lock:
+                done = ready[:]
+                ready.clear()
+            for future, value in done:
+                future.set_result(value)
+
+        def worker() -> None:
+            while True:
+                for future, function in jobs.get():
+                    value = function()
+                    with lock:
+                        ready.append((future, value))
+                        first = len(ready) == 1
+                    if first:
+                        loop.call_soon_threadsafe(deliver)
+
+        def flush() -> None:
+            jobs.put(outbox[:])
+            outbox.clear()
+
+        async def call() -> bytes:
+            future = loop.create_future()
+            if not outbox:
+                loop.call_soon(flush)
+            outbox.append((future, job))
+            return await future
+
+        values: dict[tuple[int, int], int] = {}
+
+        async def poll(wake: Callable[[float], asyncio.Future[None]], key: tuple[int, int]) -> None:
+            start, tick = loop.time(), 1
+            while True:
+                raw = await call()
+                values[key] = int.from_bytes(raw[:2], "big")
+                await wake(start + tick * PERIOD)
+                tick += 1
+
+        def timers() -> Callable[[float], asyncio.Future[None]]:
+            waiting: dict[float, list[asyncio.Future[None]]] = {}
+
+            def fire(when: float) -> None:
+                for future in waiting.pop(when):
+                    future.set_result(None)
+
+            def wake(when: float) -> asyncio.Future[None]:
+                future = loop.create_future()
+                if when not in waiting:
+                    waiting[when] = []
+                    loop.call_at(when, fire, when)
+                waiting[when].append(future)
+                return future
+
+            return wake
+
+        threading.Thread(target=worker, daemon=True).start()
+        tasks = []
+        for device in range(DEVICES):
+            wake = timers()
+            for index in range(1 if block else READINGS_PER_DEVICE):
+                tasks.append(loop.create_task(poll(wake, (device, index))))
+            await asyncio.sleep(0.001)  # started one after the other, as the IOC's devices
+        await asyncio.sleep(WARM_UP)
+        cpu, wall = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        print("RESULT " + json.dumps({"cpu_percent": 100.0 * cpu / wall}), flush=True)
+
+    asyncio.run(main())
+
+
+def floor_run(seconds: float, block: bool) -> float:
+    """The floor's CPU in % of one core, from a child process."""
+    argv = [sys.executable, __file__, "--floor", "--seconds", str(seconds)]
+    if block:
+        argv.append("--block")
+    with h.processes() as started:
+        child = h.Process("floor", argv)
+        started.append(child)
+        result = json.loads(child.expect("RESULT", seconds + 30.0))
+        child.stop(grace=1.0)
+    return float(result["cpu_percent"])
+
+
 def thread_cpu() -> dict[str, float]:
     """CPU seconds used so far by this process's threads: the loop, the bus workers, others."""
     import threading
@@ -198,7 +327,9 @@ def thread_cpu() -> dict[str, float]:
     return totals
 
 
-def ioc_main(buses: int, stagger: bool, shared: bool, profile: str | None = None) -> None:
+def ioc_main(
+    buses: int, stagger: bool, shared: bool, block: bool, profile: str | None = None
+) -> None:
     """Serve the devices; answer START / STOP on stdin with figures on stdout."""
     import asyncio
     import threading
@@ -246,10 +377,34 @@ def ioc_main(buses: int, stagger: bool, shared: bool, profile: str | None = None
                 await asyncio.sleep(PERIOD * (self.address - 0x40) / DEVICES)
             await super().startup()
 
+    def block_reader() -> Callable[[Any], Any]:
+        """r0's read: all ten registers in one transfer; r1 ... r9 posted from it."""
+        length = 2 * READINGS_PER_DEVICE
+
+        async def read(self: Any) -> int:
+            if not measuring:
+                raw = await self.chip.read_registers_async(0, length)
+            else:
+                raw, alone, queued = await timed_read(self.chip, 0, length)
+                handoff.append(alone)
+                with_queue.append(queued)
+                reads[0] += 1
+            for index in range(1, READINGS_PER_DEVICE):
+                await self.post(f"r{index}", int.from_bytes(raw[2 * index : 2 * index + 2], "big"))
+            return int.from_bytes(raw[:2], "big")
+
+        return read
+
     attributes: dict[str, Any] = {}
     for index in range(READINGS_PER_DEVICE):
-        declared = reading(0, period=PERIOD, timeout=1.0)
-        declared.reader(reader(2 * index))
+        if not block:
+            declared = reading(0, period=PERIOD, timeout=1.0)
+            declared.reader(reader(2 * index))
+        elif index == 0:
+            declared = reading(0, period=PERIOD, timeout=1.0)
+            declared.reader(block_reader())
+        else:
+            declared = reading(0, period=None)  # posted by r0's read
         attributes[f"r{index}"] = declared
     Sensor = type("Sensor", (RegisterSensor,), attributes)
 
@@ -284,24 +439,26 @@ def ioc_main(buses: int, stagger: bool, shared: bool, profile: str | None = None
         print("READY", flush=True)
         while True:
             command = await commands.get()
-            if command == "START":
+            if command.startswith("START"):
                 handoff.clear()
                 with_queue.clear()
                 reads[0] = 0
                 errors = sum(int(d.error_count.value) for d in devices)
-                measuring = True
+                transactions = sum(bus.stats.transactions for bus in i2c)
+                measuring = command == "START timed"
                 cpu_before = thread_cpu()
-                if profiler is not None:
+                if profiler is not None and not measuring:
                     profiler.enable()
                 print("STARTED", flush=True)
             elif command == "STOP":
-                if profiler is not None:
+                cpu_after = thread_cpu()
+                if profiler is not None and profile and not measuring:
                     profiler.disable()
                     profiler.dump_stats(profile)
-                cpu_after = thread_cpu()
                 measuring = False
                 result = {
-                    "reads": reads[0],
+                    "reads": sum(bus.stats.transactions for bus in i2c) - transactions,
+                    "timed_reads": reads[0],
                     "handoff": handoff,
                     "with_queue": with_queue,
                     "errors": sum(int(d.error_count.value) for d in devices) - errors,
@@ -343,21 +500,51 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def window(
+    ioc: Any, client: Any, seconds: float, mode: str
+) -> tuple[dict[str, Any], float, float, float | None]:
+    """One measurement window in *mode* ("plain" or "timed"): (result, wall, CPU s, updates/s)."""
+    ioc.send(f"START {mode}")
+    ioc.expect("STARTED", 10.0)
+    if client is not None:
+        client.send("COUNT")
+        updates_before = int(client.expect("COUNT", 10.0))
+    cpu_before, wall_before = h.process_cpu(ioc.pid), time.monotonic()
+    time.sleep(seconds)
+    cpu_used = h.process_cpu(ioc.pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    ioc.send("STOP")
+    result = json.loads(ioc.expect("RESULT", 30.0))
+    updates = None
+    if client is not None:
+        client.send("COUNT")
+        updates = (int(client.expect("COUNT", 10.0)) - updates_before) / wall
+    return result, wall, cpu_used.best, updates
+
+
 def run(
     seconds: float,
     buses: int,
     monitor: bool,
     stagger: bool,
     shared: bool = False,
+    block: bool = False,
     profile: str | None = None,
 ) -> dict[str, Any]:
-    """One IOC process, one measurement window; the figures."""
+    """One IOC process, two measurement windows; the figures.
+
+    The CPU comes from the first window, where the reads are not timed
+    (the timing of every read is the benchmark's work, not the IOC's); the
+    hand-off from the second, where they are.
+    """
     env = h.loopback_ca_environment(h.free_port(), h.free_port())
     argv = [sys.executable, __file__, "--ioc", "--buses", str(buses)]
     if stagger:
         argv.append("--stagger")
     if shared:
         argv.append("--shared-schedule")
+    if block:
+        argv.append("--block")
     if profile:
         argv += ["--profile", profile]
     with h.processes() as started:
@@ -371,26 +558,15 @@ def run(
             started.append(client)
             client.expect("READY", 30.0)
         time.sleep(WARM_UP)
-        ioc.send("START")
-        ioc.expect("STARTED", 10.0)
-        if client is not None:
-            client.send("COUNT")
-            updates_before = int(client.expect("COUNT", 10.0))
-        cpu_before, wall_before = h.process_cpu(ioc.pid), time.monotonic()
-        time.sleep(seconds)
-        cpu_used = h.process_cpu(ioc.pid) - cpu_before
-        wall = time.monotonic() - wall_before
-        ioc.send("STOP")
-        result = json.loads(ioc.expect("RESULT", 30.0))
-        if client is not None:
-            client.send("COUNT")
-            result["updates_per_second"] = (
-                int(client.expect("COUNT", 10.0)) - updates_before
-            ) / wall
+        result, wall, cpu_used, updates = window(ioc, client, seconds, "plain")
+        timed = window(ioc, client, seconds, "timed")[0]
         ioc.send("QUIT")
         ioc.stop(grace=2.0)
+    result["handoff"], result["with_queue"] = timed["handoff"], timed["with_queue"]
+    result["errors"] += timed["errors"]
+    result["updates_per_second"] = updates
     result["wall"] = wall
-    result["cpu_percent"] = 100.0 * cpu_used.best / wall
+    result["cpu_percent"] = 100.0 * cpu_used / wall
     threads = result.pop("threads")
     result["loop_cpu_percent"] = 100.0 * threads["loop"] / wall
     result["workers_cpu_percent"] = 100.0 * threads["workers"] / wall
@@ -417,24 +593,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only the case of devices on the shared poll schedule (Device.shared_schedule)",
     )
+    parser.add_argument(
+        "--block",
+        action="store_true",
+        help="only the case of one block read per device and period (the others posted)",
+    )
     parser.add_argument("--ioc", action="store_true", help=IOC_DOC)
+    parser.add_argument("--floor", action="store_true", help="the floor's process (internal)")
     args = parser.parse_args(argv)
+    if args.floor:
+        floor_main(args.seconds or 3.0, args.block)
+        return 0
     if args.ioc:
-        ioc_main(args.buses, args.stagger, args.shared_schedule, args.profile)
+        ioc_main(args.buses, args.stagger, args.shared_schedule, args.block, args.profile)
         return 0
     seconds = args.seconds or (3.0 if args.quick else 20.0)
-    cases = [("no client", False, False), ("no client, shared schedule", False, True)]
+    # (label, a client monitors, shared schedule, one block read per device)
+    cases = [
+        ("a read per PV", False, False, False),
+        ("a read per PV, shared schedule", False, True, False),
+        ("a block read per device", False, False, True),
+    ]
     if args.shared_schedule:
-        cases = cases[1:]
+        cases = [case for case in cases if case[2]]
+    if args.block:
+        cases = [case for case in cases if case[3]]
     if args.monitor:
-        cases.append(("pyepics monitors all", True, args.shared_schedule))
+        cases.append(("pyepics monitors all", True, args.shared_schedule, args.block))
     rows = []
     figures: dict[str, Any] = {}
-    for label, monitor, shared in cases:
-        print(f"{label}: {seconds:g} s window ...", file=sys.stderr)
+    for label, monitor, shared, block in cases:
+        print(f"{label}: 2 x {seconds:g} s windows ...", file=sys.stderr)
         profiled = not monitor and args.profile and label == cases[0][0]
         profile = str(Path(args.profile).resolve()) if profiled else None
-        result = run(seconds, args.buses, monitor, args.stagger, shared, profile)
+        result = run(seconds, args.buses, monitor, args.stagger, shared, block, profile)
         handoff_ms = 1e3 * statistics.median(result["handoff"]) if result["handoff"] else math.nan
         queued_ms = (
             1e3 * statistics.median(result["with_queue"]) if result["with_queue"] else math.nan
@@ -468,6 +660,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{queued_ms:.3f}",
                 str(result["errors"]),
             ]
+        )
+    for block in sorted({case[3] for case in cases}):
+        label = "floor: bare asyncio, " + ("a block read per device" if block else "a read per PV")
+        print(f"{label}: {seconds:g} s window ...", file=sys.stderr)
+        floor_cpu = floor_run(seconds, block)
+        figures[label] = {"cpu_percent": floor_cpu}
+        reads_per_second = DEVICES * (1 if block else READINGS_PER_DEVICE) / PERIOD
+        untimed = ["-", "", "-", "-", "-"]  # no hand-off figures: nothing is timed there
+        rows.append(
+            [label, f"{reads_per_second:,.0f}", "-", f"{floor_cpu:.1f}", "", "-", "-", *untimed]
         )
     calls = 300 if args.quick else 3000
     print(f"one call at a time: {calls} calls ...", file=sys.stderr)
@@ -524,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hand-off = driver call on the loop until its result is back, minus the time inside the "
         "bus call\n  and minus the wait behind earlier calls on the bus (median); +queue = the "
         "same median with that wait.\n"
+        "floor = the same schedule of reads and thread hand-offs in bare asyncio, without caioc "
+        "(no bus,\n  no simulated chip, no PV): what asyncio and the hand-off cost by themselves.\n"
         "one call at a time = sequential reads 1 ms apart on an idle loop in this process: the "
         "hand-off\n  mechanism by itself, without the burst of a poll period."
     )
