@@ -123,7 +123,10 @@ _LAST_TYPE = int(max(ChannelType))
 #: The read of a channel that serves its stored value (no getter, no filter).
 _PLAIN_READ = ChannelData.read
 _PLAIN_ENCODE = ChannelData.encode
-_READ = AccessRights.READ
+# Plain ints: ``&`` between an int and an IntFlag member (or two members)
+# runs enum's Python-level __and__ and builds a member, ~0.7 µs a time.
+_READ = int(AccessRights.READ)
+_WRITE = int(AccessRights.WRITE)
 
 
 #: A reply's header as numpy record: a READ_NOTIFY request's header (the
@@ -779,7 +782,7 @@ class CircuitLogic:
         if self._bad_type(request):
             return
         channel, data = self._channel(request.sid)
-        if not channel.access_rights & AccessRights.READ:
+        if not channel.access_rights._value_ & _READ:
             self.send(error_for(request, ECA.NORDACCESS, cid=channel.cid))
             return
         if self._too_large(request, data):
@@ -883,7 +886,7 @@ class CircuitLogic:
         notify = type(request) is WriteNotifyRequest
         status: ECA = ECA.NORMAL
         message = ""
-        if not channel.access_rights & AccessRights.WRITE:
+        if not channel.access_rights._value_ & _WRITE:
             status, message = ECA.NOWTACCESS, ECA.NOWTACCESS.message
         else:
             access = self._acf_access(data)
@@ -919,7 +922,7 @@ class CircuitLogic:
         if self._bad_type(request):
             return
         channel, data = self._channel(request.sid)
-        if not channel.access_rights & AccessRights.READ:
+        if not channel.access_rights._value_ & _READ:
             self.send(error_for(request, ECA.NORDACCESS, cid=channel.cid))
             return
         if self._too_large(request, data):
