@@ -116,10 +116,19 @@ def _quick_number(value: Any, native: int) -> Any:
     return value if low <= value <= high else None
 
 
+#: _generic's answers, by class: a server makes thousands of channels of a few classes.
+_GENERIC: dict[type, bool] = {}
+
+
 def _generic(channel: ChannelData) -> bool:
     """Whether ``channel`` coerces server values as ChannelData does (no override)."""
     cls = type(channel)
-    return all(getattr(cls, name) is getattr(ChannelData, name) for name in _COERCION)
+    generic = _GENERIC.get(cls)
+    if generic is None:
+        generic = _GENERIC[cls] = all(
+            getattr(cls, name) is getattr(ChannelData, name) for name in _COERCION
+        )
+    return generic
 
 
 class ChannelData(ChannelAlarms):
@@ -171,6 +180,11 @@ class ChannelData(ChannelAlarms):
     upper_warning_severity = Metadata(as_severity, "HSV: what HIGH raises (NO_ALARM: off).")
     lower_warning_severity = Metadata(as_severity, "LSV: what LOW raises (NO_ALARM: off).")
     lower_alarm_severity = Metadata(as_severity, "LLSV: what LOLO raises (NO_ALARM: off).")
+    # Where the alarm-limit descriptors keep their values (defaults: on the class).
+    _meta_upper_alarm_limit: float | None
+    _meta_upper_warning_limit: float | None
+    _meta_lower_warning_limit: float | None
+    _meta_lower_alarm_limit: float | None
     #: Access security group and level (ASG, ASL) the .acf rules apply to.
     access_group: str = "DEFAULT"
     access_level: int = 0
@@ -236,38 +250,60 @@ class ChannelData(ChannelAlarms):
             lower_warning_severity,
             lower_alarm_severity,
         )
-        for (name, default), setting in zip(_METADATA_DEFAULTS, given, strict=True):
-            if setting is not default and (
-                type(setting) is not type(default) or setting != default
-            ):
-                setattr(self, name, setting)
+        if given != _METADATA_DEFAULT_VALUES:  # one comparison in C for the usual case
+            for (name, default), setting in zip(_METADATA_DEFAULTS, given, strict=True):
+                if setting is not default and (
+                    type(setting) is not type(default) or setting != default
+                ):
+                    setattr(self, name, setting)
         self.alarm_hysteresis = float(alarm_hysteresis)
         self.monitor_deadband = float(monitor_deadband)
         self.archive_deadband = float(archive_deadband)
-        self.disable_severity = as_severity(self, disable_severity)
+        self.disable_severity = (
+            disable_severity
+            if disable_severity is AlarmSeverity.INVALID
+            else as_severity(self, disable_severity)
+        )
         #: True: clients may only read (access rights READ, puts refused).
         self.read_only = bool(read_only)
         #: Called with each client put before it is stored (see the module doc).
         self.put_hook = put_hook
 
-        is_array = looks_like_array(value, self.native_type)
-        native = self._native(value) if value is not None else None
-        if max_length is None:
-            max_length = len(native) if native is not None and is_array else 1
-        if int(max_length) < 1:
-            raise ValueError("max_length must be at least 1 (give it for an empty array)")
-        #: Most elements the value may have (CREATE_CHAN reply count).
-        self.max_length = int(max_length)
-        self._scalar = self.max_length == 1
-        if native is None:
-            native = python_to_native(
-                [] if not self._scalar else ZERO_VALUES[self.native_type], self.native_type
-            )
-        self._value: Any = self._from_native(native, strict=True)
-        self._deadbanded = self._scalar and self.native_type in _NUMBERS
+        native_type = self.native_type
+        quick = None
+        if (max_length is None or max_length == 1) and native_type in _NUMBERS and _generic(self):
+            # A scalar number, the common PV: stored as set() stores it, no numpy.
+            quick = _quick_number(value, native_type)
+        if quick is not None:
+            self.max_length = 1
+            self._scalar = True
+            self._value: Any = quick
+        else:
+            is_array = looks_like_array(value, native_type)
+            native = self._native(value) if value is not None else None
+            if max_length is None:
+                max_length = len(native) if native is not None and is_array else 1
+            if int(max_length) < 1:
+                raise ValueError("max_length must be at least 1 (give it for an empty array)")
+            #: Most elements the value may have (CREATE_CHAN reply count).
+            self.max_length = int(max_length)
+            self._scalar = self.max_length == 1
+            if native is None:
+                native = python_to_native(
+                    [] if not self._scalar else ZERO_VALUES[native_type], native_type
+                )
+            self._value = self._from_native(native, strict=True)
+        self._deadbanded = self._scalar and native_type in _NUMBERS
         #: How set() stores a Python int or float without numpy: the native
         #: type of a scalar number whose coercion is exactly the generic one.
-        self._quick_type = self.native_type if self._deadbanded and _generic(self) else None
+        self._quick_type = native_type if self._deadbanded and _generic(self) else None
+        if self._deadbanded and (
+            self._meta_upper_alarm_limit is None
+            and self._meta_upper_warning_limit is None
+            and self._meta_lower_warning_limit is None
+            and self._meta_lower_alarm_limit is None
+        ):
+            self._alarm_table = ()  # no alarm limit set: _active_limits' answer, known already
         self._init_alarms(self._value, alarm_status, alarm_severity)
         self._stamp = epics_stamp(timestamp)
 
@@ -707,6 +743,7 @@ _METADATA_DEFAULTS = tuple(
         "lower_alarm_severity",
     )
 )
+_METADATA_DEFAULT_VALUES = tuple(default for _, default in _METADATA_DEFAULTS)
 for _name, _default in _METADATA_DEFAULTS:
     # stored as the descriptor stores a value: checked (no instance needed
     # for these defaults)
