@@ -292,7 +292,10 @@ class ChannelData(ChannelAlarms):
                 native = python_to_native(
                     [] if not self._scalar else ZERO_VALUES[native_type], native_type
                 )
-            self._value = self._from_native(native, strict=True)
+            if _generic(self):  # python_to_native made ``native``: it may become the value
+                self._value = self._from_native(native, strict=True, fresh=True)
+            else:
+                self._value = self._from_native(native, strict=True)
         self._deadbanded = self._scalar and native_type in _NUMBERS
         #: How set() stores a Python int or float without numpy: the native
         #: type of a scalar number whose coercion is exactly the generic one.
@@ -630,10 +633,18 @@ class ChannelData(ChannelAlarms):
 
     def _coerce(self, value: Any) -> Any:
         """A value from server code in the stored form, checked."""
+        if _generic(self):  # python_to_native made the array: it may become the value
+            return self._from_native(self._native(value), strict=True, fresh=True)
         return self._from_native(self._native(value), strict=True)
 
-    def _from_native(self, values: np.ndarray, strict: bool) -> Any:
-        """The stored form of an array of native values (``strict``: no truncation)."""
+    def _from_native(self, values: np.ndarray, strict: bool, fresh: bool = False) -> Any:
+        """The stored form of an array of native values (``strict``: no truncation).
+
+        ``fresh``: ``values`` was made for this call (python_to_native's
+        result) and nothing else holds it, so an array of the stored dtype
+        becomes the value as it is, without a copy (8 MB of waveform is
+        copied once, not twice).
+        """
         if len(values) > self.max_length:
             if strict:
                 raise ChannelValueError(
@@ -649,7 +660,11 @@ class ChannelData(ChannelAlarms):
             return values[0].item()
         if self.native_type == _STRING:
             return tuple(decode_strings(values, self.encoding))
-        stored = np.array(values, dtype=VALUE_DTYPES[self.native_type])
+        dtype = VALUE_DTYPES[self.native_type]
+        if fresh and values.dtype == dtype and values.flags.owndata and values.ndim == 1:
+            stored = values
+        else:
+            stored = np.array(values, dtype=dtype)
         stored.flags.writeable = False
         return stored
 

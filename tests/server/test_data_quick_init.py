@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from test_data_quick_set import EDGES, same
 
@@ -118,3 +119,19 @@ def test_metadata_other_than_the_defaults_is_kept() -> None:
     plain = ChannelDouble(value=1.0)
     assert (plain.units, plain.precision, plain.record_type) == ("", None, "caioc")
     assert plain.disable_severity == AlarmSeverity.INVALID
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", "<i4", "<f4"])
+def test_an_array_value_never_shares_the_callers_memory(dtype: str) -> None:
+    given = np.arange(10).astype(dtype)
+    channel = ChannelDouble(value=given)
+    assert not np.shares_memory(given, channel.value)
+    assert channel.value.dtype == np.dtype(">f8") and not channel.value.flags.writeable
+    given[0] = 99
+    assert channel.value[0] == 0
+    update = np.arange(10, 20).astype(dtype)
+    channel.set_nowait(update)
+    assert not np.shares_memory(update, channel.value)
+    update[0] = -1
+    assert channel.value.tolist() == list(range(10, 20))
+    assert not channel.value.flags.writeable
