@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -738,8 +737,10 @@ class ChannelData(ChannelAlarms):
 #: The metadata ``ChannelData.__init__`` takes, in its order, with the
 #: signature's defaults: the class holds each, so that an instance keeping
 #: a default stores nothing for it.
+# The keyword-only defaults of __init__ (inspect.signature costs ~3 ms at import).
+_INIT_DEFAULTS: dict[str, Any] = ChannelData.__init__.__kwdefaults__ or {}
 _METADATA_DEFAULTS = tuple(
-    (name, inspect.signature(ChannelData.__init__).parameters[name].default)
+    (name, _INIT_DEFAULTS[name])
     for name in (
         "units",
         "precision",
