@@ -139,7 +139,9 @@ class AccessSecurity:
     their values to :meth:`set_pv`, and re-evaluates its channels when an
     :meth:`on_change` callback fires. :meth:`reload`, :meth:`poll` or the
     :meth:`watch` task pick up edits of the file, keeping the rules in force
-    when the new version is broken. Not thread-safe: use it from the loop.
+    when the new version is broken; a server runs :meth:`watch` every
+    ``poll_interval`` seconds (5 by default; None or 0: never, reload by
+    hand). Not thread-safe: use it from the loop.
     """
 
     def __init__(
@@ -148,7 +150,12 @@ class AccessSecurity:
         check_client_ip: bool = False,
         resolver: Resolver | None = None,
         substitutions: Mapping[str, str] | None = None,
+        poll_interval: float | None = 5.0,
     ) -> None:
+        if poll_interval is not None and poll_interval < 0:
+            raise ValueError(f"poll_interval must be positive, 0 or None, not {poll_interval}")
+        #: Seconds between the checks of the file a server makes (None: none).
+        self.poll_interval = poll_interval or None
         self._check_client_ip = check_client_ip
         self._resolver = resolver
         self._substitutions = dict(substitutions) if substitutions is not None else None
@@ -167,10 +174,14 @@ class AccessSecurity:
         check_client_ip: bool = False,
         resolver: Resolver | None = None,
         substitutions: Mapping[str, str] | None = None,
+        poll_interval: float | None = 5.0,
     ) -> AccessSecurity:
         """Load an .acf file; :meth:`reload`, :meth:`poll` and :meth:`watch` re-read it."""
         security = cls(
-            check_client_ip=check_client_ip, resolver=resolver, substitutions=substitutions
+            check_client_ip=check_client_ip,
+            resolver=resolver,
+            substitutions=substitutions,
+            poll_interval=poll_interval,
         )
         security._path = Path(path)
         security.reload()
@@ -263,11 +274,24 @@ class AccessSecurity:
             return False
         return True
 
+    @property
+    def watched(self) -> bool:
+        """Whether a server should run :meth:`watch`: a file, and a poll interval."""
+        return self._path is not None and self.poll_interval is not None
+
     async def watch(
-        self, interval: float = 5.0, *, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+        self,
+        interval: float | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        """Poll the file every ``interval`` seconds until cancelled (run it as a task)."""
-        if interval <= 0:
+        """Poll the file every ``interval`` seconds until cancelled (run it as a task).
+
+        ``interval`` None: :attr:`poll_interval`.
+        """
+        if interval is None:
+            interval = self.poll_interval
+        if interval is None or interval <= 0:
             raise ValueError("interval must be positive")
         while True:
             await sleep(interval)

@@ -149,7 +149,7 @@ class Server(ServerLogic):
         if self.config.idle_timeout > 0:
             self._tasks.append(loop.create_task(self.reap_idle_circuits(asyncio.sleep)))
         self.serving()
-        if self.access_security is not None and self.access_security.path is not None:
+        if self.access_security is not None and self.access_security.watched:
             self._tasks.append(loop.create_task(self.access_security.watch()))
         self.started.set()
 

@@ -176,7 +176,7 @@ class Server(ServerLogic):
                     if self.config.idle_timeout > 0:
                         await services.spawn(self.reap_idle_circuits, curio.sleep)
                     security = self.access_security
-                    if security is not None and security.path is not None:
+                    if security is not None and security.watched:
                         await services.spawn(functools.partial(security.watch, sleep=curio.sleep))
                     self.serving()
                     await self.started.set()

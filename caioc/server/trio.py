@@ -214,7 +214,7 @@ class Server(ServerLogic):
             services.start_soon(self._beacons)
             if self.config.idle_timeout > 0:
                 services.start_soon(self.reap_idle_circuits, trio.sleep)
-            if self.access_security is not None and self.access_security.path is not None:
+            if self.access_security is not None and self.access_security.watched:
                 services.start_soon(functools.partial(self.access_security.watch, sleep=trio.sleep))
             task_status.started()
 

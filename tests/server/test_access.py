@@ -560,6 +560,25 @@ def test_watch_polls_with_the_given_sleep(tmp_path: Path) -> None:
         asyncio.run(security.watch(0))
 
 
+def test_watch_takes_the_poll_interval_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "ioc.acf"
+    path.write_text(GUIDE_SIMPLE)
+    security = AccessSecurity.from_file(path, poll_interval=0.25)
+    intervals: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    async def fake_sleep(interval: float) -> None:
+        intervals.append(interval)
+        raise Stop
+
+    with pytest.raises(Stop):
+        asyncio.run(security.watch(sleep=fake_sleep))
+    assert intervals == [0.25]
+    assert AccessSecurity.from_file(path).poll_interval == 5.0
+
+
 def test_text_configurations_cannot_reload_but_can_be_replaced() -> None:
     security = AccessSecurity.from_text(GUIDE_SIMPLE)
     with pytest.raises(RuntimeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,42 @@ def test_puts_under_a_trapwrite_rule_are_logged_with_who_and_what(
     assert lines[1].startswith("alice@console put wave = [ 0.  1.  2. ... 97. 98. 99.] (was [0.")
     assert lines[2] == "alice@console put valve = 4.5 (was 3.5)"  # bob's put is not there
     assert len(lines) == 3
+
+
+@pytest.mark.parametrize("interval", [0.05, None])
+def test_the_server_checks_the_file_every_poll_interval(tmp_path: Path, interval: Any) -> None:
+    """A rewritten file reaches clients within a poll interval; with None, only by reload()."""
+    acf = tmp_path / "rules.acf"
+    acf.write_text(ACF)
+
+    async def scenario() -> None:
+        valve = ChannelDouble(value=0.0)
+        valve.access_group = "guarded"
+        security = AccessSecurity.from_file(acf, poll_interval=interval)
+        assert security.watched is (interval is not None)
+        server = Server({"valve": valve}, server_config(), access_security=security)
+        await server.start()
+        try:
+            alice, alice_valve = await open_as(server.tcp_port, "alice", "laptop", "valve")
+            assert alice_valve.access_rights == AccessRights.READ_WRITE
+            acf.write_text(ACF.replace("{ alice }", "{ carol }"))
+            if interval is None:
+                await asyncio.sleep(0.3)  # deliberate: no poll may take the change meanwhile
+                assert security.rights("guarded", 0, "alice", "laptop") == AccessRights.READ_WRITE
+                security.reload()
+            # well within the default interval (5 s): the poll_interval is what took it
+            await asyncio.wait_for(
+                alice.receive(lambda: alice_valve.access_rights == AccessRights.READ), 2.0
+            )
+            alice.close()
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+def test_a_negative_poll_interval_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        AccessSecurity(poll_interval=-1.0)
+    assert AccessSecurity(poll_interval=0).poll_interval is None
+    assert not AccessSecurity.from_text(ACF).watched  # no file to watch
