@@ -61,6 +61,7 @@ from ._dbr import METADATA_SIZES, VALUE_SIZES, ChannelType
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._framing import NEED_DATA, StreamParser, _NeedData
 from ._state import CHANNEL_TRANSITIONS, CIRCUIT_TRANSITIONS, ChannelState, CircuitState
+from ._wire import HEADER
 
 __all__ = ["ClientChannel", "ReadRun", "ServerChannel", "VirtualCircuit"]
 
@@ -84,6 +85,9 @@ _RIGHTS = tuple(AccessRights(value) for value in range(4))
 _CONNECTED = CircuitState.CONNECTED
 _AWAIT_CREATE = ChannelState.AWAIT_CREATE_CHAN_RESPONSE
 
+# A run of CREATE_CHAN requests (see VirtualCircuit.create_chan_run).
+_CREATE_CHAN = int(CommandId.CREATE_CHAN)
+_unpack_header = HEADER.unpack_from
 # A run of READ_NOTIFY requests (see VirtualCircuit.read_notify_run): 16-byte
 # headers with no payload, back to back.
 _READ_RUN_START = CommandId.READ_NOTIFY.to_bytes(2, "big") + bytes(2)  # payload size 0
@@ -424,6 +428,63 @@ class VirtualCircuit:
             ioids,
             headers.copy(),  # the caller may reuse the buffer the run was read from
         )
+
+    def create_chan_run(
+        self, data: bytes | memoryview, least: int = 4, most: int = 256
+    ) -> tuple[list[ServerChannel], int] | None:
+        """The CREATE_CHAN requests ``data`` starts with, as new channels (server role).
+
+        A client connecting many channels at once sends their CREATE_CHAN
+        requests back to back; taking them as a run skips the command
+        objects and the per-command dispatch. Each request is checked and
+        recorded exactly as :meth:`next_command` checks and records it (a
+        connected circuit, nothing buffered ahead, a cid not in use): its
+        channel awaits the reply to its creation. The run stops before the
+        first message that is anything else, incomplete, unusually framed
+        (an extended header), over 1 kB, or a cid already taken (the usual
+        path then takes it and raises what it must). Returns the channels,
+        in order, and the number of bytes they took, which the caller must
+        not pass to :meth:`receive_data`; None for fewer than ``least``.
+        """
+        if (
+            self.our_role is not Role.SERVER
+            or self.states[Role.CLIENT] is not _CONNECTED
+            or self._parser.buffered
+            or len(data) < 16 * least
+        ):
+            return None
+        total = len(data)
+        channels = self.channels
+        found: list[tuple[int, int, int, int]] = []  # (cid, version, start, end)
+        taken: set[int] = set()
+        offset = 0
+        while len(found) < most and total - offset >= 16:
+            command, size, _, count, cid, version = _unpack_header(data, offset)
+            end = offset + 16 + size
+            if (
+                command != _CREATE_CHAN
+                or size == 0xFFFF
+                or count == 0xFFFF
+                or size > 1024
+                or end > total
+                or cid in channels
+                or cid in taken
+            ):
+                break
+            taken.add(cid)
+            found.append((cid, version, offset + 16, end))
+            offset = end
+        if len(found) < least:
+            return None
+        made = []
+        for cid, version, start, end in found:
+            name = str(data[start:end], "utf-8", "surrogateescape").partition("\0")[0]
+            channel = ServerChannel(self, name, cid)
+            channel.client_version = version
+            channel.state = _AWAIT_CREATE
+            channels[cid] = channel
+            made.append(channel)
+        return made, offset
 
     def accept(
         self,

@@ -120,6 +120,7 @@ _EVENT_ADD = int(EventAddRequest.ID)
 _ECA_NORMAL = int(ECA.NORMAL)
 _ZEROS = bytes(8)
 _READ_RUN_COMMAND = _READ_NOTIFY.to_bytes(2, "big")
+_CREATE_RUN_COMMAND = int(CreateChanRequest.ID).to_bytes(2, "big")
 _LAST_TYPE = int(max(ChannelType))
 #: The read of a channel that serves its stored value (no getter, no filter).
 _PLAIN_READ = ChannelData.read
@@ -169,6 +170,16 @@ def _for_log(value: Any) -> str:
         return np.array2string(value, threshold=8, edgeitems=3)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _create_error(channel: ServerChannel) -> Command:
+    """ECA_INTERNAL for a CREATE_CHAN of a run whose answer failed, as for a queued one."""
+    raw = channel.name.encode("utf-8", "surrogateescape") + b"\0"
+    payload = raw + bytes(-len(raw) % 8)
+    request = CreateChanRequest.from_wire(
+        len(payload), 0, 0, channel.cid, channel.client_version, payload
+    )
+    return error_for(request, ECA.INTERNAL, cid=channel.cid)
 
 
 class HangUp:
@@ -393,6 +404,10 @@ class CircuitLogic:
             rest = self._take_read_runs(data)
             framed = rest is not data
             data = rest
+        elif idle and data[:2] == _CREATE_RUN_COMMAND:
+            rest = self._take_create_runs(data)
+            framed = rest is not data
+            data = rest
         try:
             core.receive_data(data)
             while True:
@@ -463,6 +478,30 @@ class CircuitLogic:
         self.flush()
         if self.ready and self.core.events_on:
             self._schedule_flush()
+
+    def _take_create_runs(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Connect the channels of the CREATE_CHAN requests ``data`` starts with; the rest.
+
+        Called with nothing queued or being handled, so answering them here,
+        in order, is what :meth:`_handle_queued_now` would do with them, but
+        without a command object and a dispatch per request (a client
+        connecting a thousand channels sends a thousand).
+        """
+        view = memoryview(data)
+        used = 0
+        while (taken := self.core.create_chan_run(view[used:])) is not None:
+            channels, size = taken
+            used += size
+            for channel in channels:
+                if self.is_closing():
+                    break
+                try:
+                    self._create_channel(channel)
+                except Exception:  # as in _handle_queued_now: report it, keep serving
+                    log.exception("error connecting channel %r", channel.name)
+                    self.send(_create_error(channel))
+            self.flush()
+        return data if not used else view[used:]
 
     def _take_read_runs(self, data: bytes | memoryview) -> bytes | memoryview:
         """Queue the runs of READ_NOTIFY requests ``data`` starts with; the rest."""
@@ -670,8 +709,11 @@ class CircuitLogic:
             await self._write(command)  # type: ignore[arg-type]
 
     def _create(self, request: CreateChanRequest) -> None:
-        cid = request.cid
-        channel: ServerChannel = self.core.channels[cid]
+        self._create_channel(self.core.channels[request.cid])
+
+    def _create_channel(self, channel: ServerChannel) -> None:
+        """Answer the creation of ``channel`` (its CREATE_CHAN arrived): connected, or failed."""
+        cid = channel.cid
         name = channel.name  # decoded once, by the core, from the request
         data = self.server.lookup(name)
         if data is None:
@@ -685,7 +727,7 @@ class CircuitLogic:
                 self.core.accept(channel, data.native_type, data.max_length, sid, rights)
             )
         except _ProtocolError as error:  # a bug of ours (as in send): say so, keep serving
-            log.error("refusing to answer %r: %s", request, error)
+            log.error("refusing to answer the creation of %r: %s", channel, error)
             return
         if not rights & _READ:
             self.unreadable.add(sid)

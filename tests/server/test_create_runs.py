@@ -1,0 +1,199 @@
+"""CREATE_CHAN requests that arrive back to back are taken as a run: same replies, same state.
+
+A client connecting many channels (libca after each batch of search
+replies) sends their CREATE_CHAN requests in one segment; the server takes
+such a run without a command object per request. These tests send the same
+requests once as one segment (a run) and once one at a time, each after
+the previous reply (never a run), and compare the replies byte for byte
+(but for the server ids, which count on from one circuit to the next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import pytest
+from peers import serving
+from waiting import run
+
+from caioc.ca import AccessRights, VirtualCircuit
+from caioc.server._data import ChannelDouble, ChannelInteger, ChannelString
+
+TIMEOUT = 10.0
+HEADER = struct.Struct(">HHHHII")
+VERSION, ERROR, CREATE_CHAN, ACCESS_RIGHTS, CREATE_CH_FAIL = 0, 11, 18, 22, 26
+
+
+def database() -> dict[str, Any]:
+    names = {f"pv:{i}": ChannelDouble(value=float(i)) for i in range(20)}
+    names["ro"] = ChannelInteger(value=3, read_only=True)
+    names["text"] = ChannelString(value="hello")
+    names["wave"] = ChannelDouble(value=[1.0, 2.0, 3.0])
+    names["é"] = ChannelDouble(value=1.0)
+    return names
+
+
+def create(cid: int, name: bytes, *, pad: bytes | None = None) -> bytes:
+    """A CREATE_CHAN request; ``pad`` replaces the NUL padding (junk after the NUL)."""
+    body = name + b"\0"
+    body += (pad if pad is not None else bytes(8))[: -len(body) % 8]
+    return HEADER.pack(CREATE_CHAN, len(body), 0, 0, cid, 13) + body
+
+
+# Known names, an unknown one (CREATE_CH_FAIL), a read-only one, junk after
+# the NUL, UTF-8 and non-UTF-8 bytes, a string and an array channel.
+REQUESTS = [
+    create(1, b"pv:0"),
+    create(2, b"pv:1"),
+    create(3, b"missing"),
+    create(4, b"ro"),
+    create(5, b"pv:2", pad=b"\0junkjunk"),
+    create(6, "é".encode()),
+    create(7, b"\xff\xfe"),
+    create(8, b"text"),
+    create(9, b"wave"),
+    *(create(10 + i, f"pv:{i}".encode()) for i in range(3, 20)),
+]
+
+
+class Raw:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Raw:
+        raw = cls(*await asyncio.open_connection("127.0.0.1", port))
+        raw.writer.write(HEADER.pack(VERSION, 0, 0, 13, 0, 0))
+        assert (await raw.replies(1))[0][0][0] == VERSION  # the server is idle from here
+        return raw
+
+    async def replies(self, count: int) -> list[tuple[tuple[int, ...], bytes]]:
+        found = []
+        while len(found) < count:
+            head = await asyncio.wait_for(self.reader.readexactly(16), TIMEOUT)
+            header = HEADER.unpack(head)
+            body = await asyncio.wait_for(self.reader.readexactly(header[1]), TIMEOUT)
+            found.append((header, head + body))
+        return found
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), TIMEOUT) == b""
+
+
+def expected_replies(request: bytes) -> int:
+    """ACCESS_RIGHTS + CREATE_CHAN for a PV served, CREATE_CH_FAIL for another."""
+    name = request[16:].split(b"\0")[0]
+    return 2 if name.decode("utf-8", "surrogateescape") in database() else 1
+
+
+def normalised(replies: list[tuple[tuple[int, ...], bytes]]) -> list[bytes]:
+    """The replies with the server's channel id of each CREATE_CHAN zeroed."""
+    out = []
+    for header, whole in replies:
+        if header[0] == CREATE_CHAN:
+            whole = HEADER.pack(*header[:5], 0) + whole[16:]
+        out.append(whole)
+    return out
+
+
+async def replies_to(port: int, requests: list[bytes], together: bool) -> list[bytes]:
+    raw = await Raw.open(port)
+    got = []
+    if together:
+        raw.writer.write(b"".join(requests))
+        got = await raw.replies(sum(map(expected_replies, requests)))
+    else:
+        for request in requests:
+            raw.writer.write(request)
+            got += await raw.replies(expected_replies(request))
+    raw.writer.close()
+    return normalised(got)
+
+
+@pytest.fixture
+def runs_taken(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Lengths of the create runs the server took (to know the shortcut really ran)."""
+    taken: list[int] = []
+    original = VirtualCircuit.create_chan_run
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if result is not None:
+            taken.append(len(result[0]))
+        return result
+
+    monkeypatch.setattr(VirtualCircuit, "create_chan_run", counting)
+    return taken
+
+
+def test_a_run_of_creates_is_answered_as_each_create_alone(runs_taken: list[int]) -> None:
+    async def scenario() -> None:
+        async with serving(database()) as server:
+            alone = await replies_to(server.tcp_port, REQUESTS, together=False)
+            assert runs_taken == []
+            together = await replies_to(server.tcp_port, REQUESTS, together=True)
+            assert sum(runs_taken) == len(REQUESTS)
+            assert together == alone
+            kinds = [HEADER.unpack_from(reply)[0] for reply in together]
+            assert kinds.count(CREATE_CH_FAIL) == 2  # "missing" and the non-UTF-8 name
+            rights = [HEADER.unpack_from(r)[5] for r in together if r[1] == ACCESS_RIGHTS]
+            assert int(AccessRights.READ) in rights  # "ro"
+
+    run(scenario)
+
+
+def test_the_channels_of_a_run_serve_reads(runs_taken: list[int]) -> None:
+    """The core records a run's channels as it records created ones: reads work on them."""
+
+    async def scenario() -> None:
+        async with serving(database()) as server:
+            raw = await Raw.open(server.tcp_port)
+            raw.writer.write(b"".join(create(cid, f"pv:{cid}".encode()) for cid in range(10)))
+            sids = {}
+            for header, _ in await raw.replies(20):
+                if header[0] == CREATE_CHAN:
+                    sids[header[4]] = header[5]
+            assert runs_taken == [10]
+            raw.writer.write(HEADER.pack(15, 0, 6, 1, sids[7], 99))  # READ_NOTIFY DOUBLE
+            ((header, whole),) = await raw.replies(1)
+            assert header[0] == 15 and header[5] == 99
+            assert struct.unpack(">d", whole[16:24]) == (7.0,)
+            raw.writer.close()
+
+    run(scenario)
+
+
+def test_a_cid_used_twice_ends_the_run_and_the_circuit(runs_taken: list[int]) -> None:
+    """The run stops before the second use; the usual path refuses it and hangs up."""
+    requests = [create(1, b"pv:0"), create(2, b"pv:1"), create(3, b"pv:2"), create(4, b"pv:3")]
+    requests += [create(2, b"pv:4"), create(5, b"pv:5")]
+
+    async def scenario() -> None:
+        async with serving(database()) as server:
+            raw = await Raw.open(server.tcp_port)
+            raw.writer.write(b"".join(requests))
+            replies = await raw.replies(9)
+            kinds = [header[0] for header, _ in replies]
+            assert kinds == [ACCESS_RIGHTS, CREATE_CHAN] * 4 + [ERROR]
+            assert await raw.closed()
+            assert runs_taken == [4]
+            raw.writer.close()
+
+    run(scenario)
+
+
+def test_a_long_name_or_other_commands_end_the_run(runs_taken: list[int]) -> None:
+    long_name = b"x" * 1100  # over the run's 1 kB: the usual path takes it (and fails it)
+    requests = [create(1, b"pv:0"), create(2, b"pv:1"), create(3, b"pv:2"), create(4, b"pv:3")]
+    requests += [create(5, long_name), create(6, b"pv:4")]
+
+    async def scenario() -> None:
+        async with serving(database()) as server:
+            together = await replies_to(server.tcp_port, requests, together=True)
+            assert runs_taken == [4]
+            alone = await replies_to(server.tcp_port, requests, together=False)
+            assert together == alone
+
+    run(scenario)
