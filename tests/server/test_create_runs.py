@@ -15,7 +15,9 @@ import struct
 from typing import Any
 
 import pytest
-from peers import serving
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from peers import server_config, serving
 from waiting import run
 
 from caioc.ca import AccessRights, VirtualCircuit
@@ -197,3 +199,101 @@ def test_a_long_name_or_other_commands_end_the_run(runs_taken: list[int]) -> Non
             assert together == alone
 
     run(scenario)
+
+
+class Transport:
+    """Just enough of an asyncio transport for a circuit fed by hand."""
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5064) if name == "peername" else None
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.sent += chunk
+
+    def write(self, chunk: bytes) -> None:
+        self.sent += chunk
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def message(cid: int, name: bytes, command: int, size_delta: int) -> bytes:
+    body = name + bytes(-len(name) % 8 or 8)
+    return HEADER.pack(command, len(body) + size_delta, 0, 0, cid, 13) + body
+
+
+messages = st.lists(
+    st.builds(
+        message,
+        st.integers(0, 6),  # cids: reuses are likely
+        st.sampled_from([b"pv:0", b"pv:1", b"ro", b"missing", b"\xff", b"", b"x" * 1030]),
+        st.sampled_from([CREATE_CHAN] * 6 + [23]),  # 23: ECHO among the creates
+        st.sampled_from([0] * 8 + [-8, 8]),  # now and then a size that lies
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def outcome(chunk: bytes, runs: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
+    """What a circuit sends and keeps after VERSION and then ``chunk`` in one segment."""
+    from caioc.server import Server
+    from caioc.server._server import _Circuit
+
+    with monkeypatch.context() as patch:
+        if not runs:
+            patch.setattr(VirtualCircuit, "create_chan_run", lambda *args, **kwargs: None)
+
+        async def feed() -> tuple[Any, ...]:
+            server = Server(database(), server_config())
+            circuit = _Circuit(server)
+            transport = Transport()
+            circuit.connection_made(transport)  # type: ignore[arg-type]
+            circuit.data_received(HEADER.pack(VERSION, 0, 0, 13, 0, 0))
+            await asyncio.sleep(0)
+            circuit.data_received(chunk)
+            for _ in range(20):  # let the command task finish what was queued
+                await asyncio.sleep(0)
+            channels = {
+                cid: (channel.name, channel.state, channel.access_rights, channel.sid is None)
+                for cid, channel in circuit.core.channels.items()
+            }
+            circuit.connection_lost(None)
+            # server ids count on from one server to the next: compare without them
+            replies = []
+            sent = bytes(transport.sent)
+            while len(sent) >= 16:
+                header = HEADER.unpack_from(sent)
+                whole = sent[: 16 + header[1]]
+                if header[0] == CREATE_CHAN:
+                    whole = HEADER.pack(*header[:5], 0) + whole[16:]
+                replies.append(whole)
+                sent = sent[16 + header[1] :]
+            return replies, channels, transport.closed
+
+        return asyncio.run(feed())
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(messages)
+def test_any_run_of_creates_ends_as_one_by_one_would(
+    monkeypatch: pytest.MonkeyPatch, chunk: list[bytes]
+) -> None:
+    data = b"".join(chunk)
+    assert outcome(data, True, monkeypatch) == outcome(data, False, monkeypatch)
