@@ -441,8 +441,9 @@ class VirtualCircuit:
         connected circuit, nothing buffered ahead, a cid not in use): its
         channel awaits the reply to its creation. The run stops before the
         first message that is anything else, incomplete, unusually framed
-        (an extended header), over 1 kB, or a cid already taken (the usual
-        path then takes it and raises what it must). Returns the channels,
+        (an extended header), over 1 kB, or a cid already in use (the usual
+        path then takes it and raises what it must); a cid used twice within
+        the segment means no run at all. Returns the channels,
         in order, and the number of bytes they took, which the caller must
         not pass to :meth:`receive_data`; None for fewer than ``least``.
         """
@@ -461,6 +462,12 @@ class VirtualCircuit:
         while len(found) < most and total - offset >= 16:
             command, size, _, count, cid, version = _unpack_header(data, offset)
             end = offset + 16 + size
+            if cid in taken and command == _CREATE_CHAN:
+                # The same cid twice in one segment: parsed one by one, the
+                # second finds the first still awaiting its reply and is an
+                # error; after a run it might not be (a failed create frees
+                # its cid). No run, so the usual path judges it as always.
+                return None
             if (
                 command != _CREATE_CHAN
                 or size == 0xFFFF
@@ -468,7 +475,6 @@ class VirtualCircuit:
                 or size > 1024
                 or end > total
                 or cid in channels
-                or cid in taken
             ):
                 break
             taken.add(cid)
@@ -476,6 +482,16 @@ class VirtualCircuit:
             offset = end
         if len(found) < least:
             return None
+        # The same holds for a cid of the run used again further on in the
+        # segment: one by one, it is parsed before the run's replies are
+        # sent. Any such reuse, or a header this walk cannot follow, and
+        # there is no run.
+        scan = offset
+        while total - scan >= 16:
+            command, size, _, count, cid, _ = _unpack_header(data, scan)
+            if size == 0xFFFF or count == 0xFFFF or (command == _CREATE_CHAN and cid in taken):
+                return None
+            scan += 16 + size
         made = []
         for cid, version, start, end in found:
             name = str(data[start:end], "utf-8", "surrogateescape").partition("\0")[0]

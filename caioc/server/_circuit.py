@@ -70,6 +70,7 @@ from ..ca import (
     Role,
     SearchRequest,
     ServerChannel,
+    VersionRequest,
     VersionResponse,
     VirtualCircuit,
     WriteNotifyRequest,
@@ -115,6 +116,7 @@ FLUSH_EVERY = 64
 #: The header of a READ_NOTIFY reply (command, payload size, data type,
 #: count, status, ioid) for the replies of a run of reads.
 _HEADER = struct.Struct(">HHHHII").pack
+_UNPACK_HEADER = struct.Struct(">HHHHII").unpack_from
 _READ_NOTIFY = int(ReadNotifyRequest.ID)
 _EVENT_ADD = int(EventAddRequest.ID)
 _ECA_NORMAL = int(ECA.NORMAL)
@@ -170,6 +172,22 @@ def _for_log(value: Any) -> str:
         return np.array2string(value, threshold=8, edgeitems=3)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+_OPENING_COMMANDS = {
+    int(cls.ID).to_bytes(2, "big") for cls in (VersionRequest, HostNameRequest, ClientNameRequest)
+}
+
+
+def _opening_end(data: bytes | memoryview) -> int:
+    """Where the VERSION, HOST_NAME and CLIENT_NAME messages ``data`` starts with end (0: none)."""
+    offset, total = 0, len(data)
+    while total - offset >= 16 and data[offset : offset + 2] in _OPENING_COMMANDS:
+        _, size, _, count, _, _ = _UNPACK_HEADER(data, offset)
+        if size == 0xFFFF or count == 0xFFFF or offset + 16 + size > total:
+            break  # an extended header or a message cut short: the usual path
+        offset += 16 + size
+    return offset
 
 
 def _create_error(channel: ServerChannel) -> Command:
@@ -408,6 +426,15 @@ class CircuitLogic:
             rest = self._take_create_runs(data)
             framed = rest is not data
             data = rest
+        elif idle and data[:2] in _OPENING_COMMANDS:
+            # A new circuit's VERSION, HOST_NAME and CLIENT_NAME, then the
+            # creates of the first batch of search replies, in one segment:
+            # taken as two segments, so that the creates can be a run.
+            split = _opening_end(data)
+            if split and data[split : split + 2] == _CREATE_RUN_COMMAND:
+                self.data_received(data[:split])
+                self.data_received(memoryview(data)[split:])
+                return
         try:
             core.receive_data(data)
             while True:
@@ -488,20 +515,24 @@ class CircuitLogic:
         connecting a thousand channels sends a thousand).
         """
         view = memoryview(data)
-        used = 0
-        while (taken := self.core.create_chan_run(view[used:])) is not None:
-            channels, size = taken
-            used += size
-            for channel in channels:
-                if self.is_closing():
-                    break
-                try:
-                    self._create_channel(channel)
-                except Exception:  # as in _handle_queued_now: report it, keep serving
-                    log.exception("error connecting channel %r", channel.name)
-                    self.send(_create_error(channel))
-            self.flush()
-        return data if not used else view[used:]
+        # One run (at most create_chan_run's 256) per segment, as the command
+        # task takes FAIRNESS_BATCH commands per pass: a client sending
+        # thousands at once leaves the rest to the queue, and the other
+        # circuits get their turn.
+        taken = self.core.create_chan_run(view)
+        if taken is None:
+            return data
+        channels, used = taken
+        for channel in channels:
+            if self.is_closing():
+                break
+            try:
+                self._create_channel(channel)
+            except Exception:  # as in _handle_queued_now: report it, keep serving
+                log.exception("error connecting channel %r", channel.name)
+                self.send(_create_error(channel))
+        self.flush()
+        return view[used:]
 
     def _take_read_runs(self, data: bytes | memoryview) -> bytes | memoryview:
         """Queue the runs of READ_NOTIFY requests ``data`` starts with; the rest."""
