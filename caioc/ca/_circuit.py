@@ -443,9 +443,9 @@ class VirtualCircuit:
         first message that is anything else, incomplete, unusually framed
         (an extended header), over 1 kB, or a cid already in use (the usual
         path then takes it and raises what it must); a cid used twice within
-        the segment means no run at all. Returns the channels,
-        in order, and the number of bytes they took, which the caller must
-        not pass to :meth:`receive_data`; None for fewer than ``least``.
+        the segment means no run at all. Returns the channels, in order, and
+        the number of bytes they took, which the caller must not pass to
+        :meth:`receive_data`; None for fewer than ``least``.
         """
         if (
             self.our_role is not Role.SERVER
