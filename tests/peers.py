@@ -197,6 +197,21 @@ def process_until_ready(
             process.stdout.close()
 
 
+def run_to_end(
+    argv: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` from the repository root with no input, to its end; its output as text."""
+    return subprocess.run(
+        argv,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_pyepics(code: str, env: dict[str, str], timeout: float = 60.0) -> Any:
     """Run client ``code`` with pyepics (libca); it sets ``result``; return it.
 
@@ -210,15 +225,7 @@ def run_pyepics(code: str, env: dict[str, str], timeout: float = 60.0) -> Any:
         + "\nprint('RESULT ' + json.dumps(result), flush=True)\n"
         + "epics.ca.finalize_libca()\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", program],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    completed = run_to_end([sys.executable, "-c", program], env, timeout)
     for line in completed.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])

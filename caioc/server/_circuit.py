@@ -115,8 +115,9 @@ FLUSH_EVERY = 64
 
 #: The header of a READ_NOTIFY reply (command, payload size, data type,
 #: count, status, ioid) for the replies of a run of reads.
-_HEADER = struct.Struct(">HHHHII").pack
-_UNPACK_HEADER = struct.Struct(">HHHHII").unpack_from
+_HEADER_STRUCT = struct.Struct(">HHHHII")
+_HEADER = _HEADER_STRUCT.pack
+_UNPACK_HEADER = _HEADER_STRUCT.unpack_from
 _READ_NOTIFY = int(ReadNotifyRequest.ID)
 _EVENT_ADD = int(EventAddRequest.ID)
 _ECA_NORMAL = int(ECA.NORMAL)

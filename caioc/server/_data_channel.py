@@ -269,8 +269,9 @@ class ChannelData(ChannelAlarms):
         self.put_hook = put_hook
 
         native_type = self.native_type
+        generic = _generic(self)  # the coercion of ChannelData itself, not overridden
         quick = None
-        if (max_length is None or max_length == 1) and native_type in _NUMBERS and _generic(self):
+        if (max_length is None or max_length == 1) and native_type in _NUMBERS and generic:
             # A scalar number, the common PV: stored as set() stores it, no numpy.
             quick = _quick_number(value, native_type)
         if quick is not None:
@@ -291,14 +292,14 @@ class ChannelData(ChannelAlarms):
                 native = python_to_native(
                     [] if not self._scalar else ZERO_VALUES[native_type], native_type
                 )
-            if _generic(self):  # python_to_native made ``native``: it may become the value
+            if generic:  # python_to_native made ``native``: it may become the value
                 self._value = self._from_native(native, strict=True, fresh=True)
             else:
                 self._value = self._from_native(native, strict=True)
         self._deadbanded = self._scalar and native_type in _NUMBERS
         #: How set() stores a Python int or float without numpy: the native
         #: type of a scalar number whose coercion is exactly the generic one.
-        self._quick_type = native_type if self._deadbanded and _generic(self) else None
+        self._quick_type = native_type if self._deadbanded and generic else None
         if self._deadbanded and (
             self._meta_upper_alarm_limit is None
             and self._meta_upper_warning_limit is None

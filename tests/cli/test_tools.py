@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from peers import ROOT, SERVE_PVDB, ca_environment, free_port, process_until_ready
+from peers import ROOT, SERVE_PVDB, ca_environment, free_port, process_until_ready, run_to_end
 
 SOFTIOC = r"""
 import numpy
@@ -101,15 +101,7 @@ class Run:
 
 def tool(env: dict[str, str], name: str, *args: str, timeout: float = 20.0) -> Run:
     """Run ``caioc-<name> args`` to completion."""
-    done = subprocess.run(
-        [sys.executable, "-m", TOOLS[name], *args],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_to_end([sys.executable, "-m", TOOLS[name], *args], env, timeout)
     return Run(done.returncode, done.stdout, done.stderr)
 
 

@@ -30,6 +30,7 @@ from peers import (
     free_port,
     process_until_ready,
     run_pyepics,
+    run_to_end,
     server_config,
 )
 from waiting import background, run, until
@@ -147,15 +148,7 @@ def test_acf_rules_are_enforced_and_reloaded_for_the_c_client(tmp_path: Path) ->
 def run_ioc(*options: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """The IOC script run to its end (it should not start serving)."""
     env = ca_environment(free_port(), free_port())
-    return subprocess.run(
-        [sys.executable, "-c", IOC, "--list-pvs", *options],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_to_end([sys.executable, "-c", IOC, "--list-pvs", *options], env, timeout)
 
 
 def test_a_missing_acf_file_stops_the_ioc_before_serving(tmp_path: Path) -> None:
