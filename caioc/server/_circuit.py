@@ -81,6 +81,7 @@ from ..ca import (
     payload_size,
 )
 from ..ca import ProtocolError as _ProtocolError
+from ..ca._circuit import _UPDATABLE_STATES
 from ._data import ChannelData, ChannelError
 
 if TYPE_CHECKING:
@@ -106,6 +107,10 @@ putlog = logging.getLogger("caioc.server.putlog")
 #: overwritten, so memory stays bounded even under a burst of puts.
 PENDING_PER_SUBSCRIPTION = 4096
 PENDING_BYTES_PER_SUBSCRIPTION = 4 * 1024 * 1024
+#: Bytes of updates (headers and payloads) a circuit takes straight into its
+#: next write between two flushes (small updates of subscriptions with
+#: nothing pending); past it they queue per subscription, bounded as above.
+DIRECT_BYTES = 256 * 1024
 #: Commands handled in a row before other circuits get a turn.
 FAIRNESS_BATCH = 64
 #: Commands a circuit may have waiting before we stop reading its socket.
@@ -276,20 +281,57 @@ class Subscription:
         update per subscription, never one per change.
         """
         pending = self.pending
-        size = len(payload)
-        if pending and (
-            not self.circuit.flowing
-            or len(pending) >= PENDING_PER_SUBSCRIPTION
-            or self.pending_bytes + size > PENDING_BYTES_PER_SUBSCRIPTION
-        ):
-            if not self.circuit.flowing and len(pending) > 1:
-                self.collapse()
-            self.pending_bytes += size - len(pending[-1][0])
-            pending[-1] = (payload, count, status)  # latest value wins
-        else:
-            pending.append((payload, count, status))
-            self.pending_bytes += size
         circuit = self.circuit
+        if not pending:  # the usual case: the last flush sent everything
+            size = len(payload)
+            budget = circuit.direct_budget - 16 - size
+            if (
+                budget >= 0
+                and circuit.can_write
+                and circuit.core.events_on
+                and size <= 0xFFF8
+                and count < 0xFFFF
+                and self.channel.state in _UPDATABLE_STATES
+            ):
+                # Straight into the circuit's next write, as the flush would
+                # pack it: nothing queued for this subscription means no
+                # update of it can be overtaken. The budget (reset by each
+                # flush) bounds what a burst puts there this way.
+                circuit.direct_budget = budget
+                padding = -size & 7
+                out = circuit.out
+                out.append(
+                    _HEADER(
+                        _EVENT_ADD,
+                        size + padding,
+                        self.data_type,
+                        count,
+                        status,
+                        self.subscriptionid,
+                    )
+                )
+                out.append(payload)
+                if padding:
+                    out.append(_ZEROS[:padding])
+                if not circuit.flush_scheduled:
+                    circuit._schedule_flush()
+                return
+            pending.append((payload, count, status))
+            self.pending_bytes = size
+        else:
+            size = len(payload)
+            if (
+                not circuit.flowing
+                or len(pending) >= PENDING_PER_SUBSCRIPTION
+                or self.pending_bytes + size > PENDING_BYTES_PER_SUBSCRIPTION
+            ):
+                if not circuit.flowing and len(pending) > 1:
+                    self.collapse()
+                self.pending_bytes += size - len(pending[-1][0])
+                pending[-1] = (payload, count, status)  # latest value wins
+            else:
+                pending.append((payload, count, status))
+                self.pending_bytes += size
         circuit.ready[self.subscriptionid] = self  # send it soon
         if not circuit.flush_scheduled:
             circuit._schedule_flush()
@@ -337,6 +379,8 @@ class CircuitLogic:
         #: Subscriptions with pending updates, by subscriptionid.
         self.ready: dict[int, Subscription] = {}
         self.flush_scheduled = False
+        #: What updates may still add to ``out`` before the next flush (DIRECT_BYTES).
+        self.direct_budget = DIRECT_BYTES
         self.can_write = True
         self.reading = True
         #: time.monotonic() of the last complete message (for idle_timeout).
@@ -613,6 +657,7 @@ class CircuitLogic:
             pending.clear()
             subscription.pending_bytes = 0
         self.flush()
+        self.direct_budget = DIRECT_BYTES
 
     def say_goodbye(self) -> None:
         """Tell the client every channel is gone (SERVER_DISCONN) and close."""

@@ -43,6 +43,7 @@ class _Circuit(CircuitLogic, asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         super().__init__(server, asyncio.Event())
+        self.asyncio_server = server
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -91,7 +92,12 @@ class _Circuit(CircuitLogic, asyncio.Protocol):
     def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_updates)
+            # One callback flushes every circuit a burst of updates reached
+            # (a put to a PV with 20 subscribed clients: one, not 20).
+            server = self.asyncio_server
+            server.to_flush.append(self)
+            if len(server.to_flush) == 1:
+                asyncio.get_running_loop().call_soon(server.flush_circuits)
 
 
 class _SearchProtocol(asyncio.DatagramProtocol):
@@ -134,6 +140,18 @@ class Server(ServerLogic):
         self._udp: list[asyncio.DatagramTransport] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
+        #: Circuits with a flush scheduled, for the next :meth:`flush_circuits`.
+        self.to_flush: list[_Circuit] = []
+
+    def flush_circuits(self) -> None:
+        """Send the pending updates of every circuit that scheduled a flush."""
+        circuits, self.to_flush = self.to_flush, []
+        for circuit in circuits:
+            if circuit.flush_scheduled:  # else flushed meanwhile (a put's own updates)
+                try:
+                    circuit._flush_updates()
+                except Exception:  # a bug of ours: the other circuits still get theirs
+                    log.exception("error sending updates to %s", circuit.core.address)
 
     async def start(self) -> None:
         """Bind the TCP and UDP endpoints and start beaconing."""
