@@ -107,6 +107,9 @@ putlog = logging.getLogger("caioc.server.putlog")
 #: overwritten, so memory stays bounded even under a burst of puts.
 PENDING_PER_SUBSCRIPTION = 4096
 PENDING_BYTES_PER_SUBSCRIPTION = 4 * 1024 * 1024
+#: The put of a ChannelData whose subclass does not override it: without a
+#: put_hook it needs no awaiting (ChannelData.write_now).
+_PLAIN_WRITE = ChannelData.write
 #: Bytes of updates (headers and payloads) a circuit takes straight into its
 #: next write between two flushes (small updates of subscriptions with
 #: nothing pending); past it they queue per subscription, bounded as above.
@@ -755,7 +758,7 @@ class CircuitLogic:
         elif kind is EventAddRequest:
             self._subscribe(command)  # type: ignore[arg-type]
         elif kind is WriteNotifyRequest or kind is WriteRequest:
-            return False
+            return self._write_now(command)  # type: ignore[arg-type]
         elif kind is EventCancelRequest:
             self._unsubscribe(command)  # type: ignore[arg-type]
         elif kind is ClearChannelRequest:
@@ -1012,34 +1015,70 @@ class CircuitLogic:
         if self._bad_type(request):
             return
         channel, data = self._channel(request.sid)
-        notify = type(request) is WriteNotifyRequest
-        status: ECA = ECA.NORMAL
-        message = ""
-        if not channel.access_rights._value_ & _WRITE:
-            status, message = ECA.NOWTACCESS, ECA.NOWTACCESS.message
-        else:
-            access = self._acf_access(data)
-            trapped = access is not None and access.trap_write
-            before = getattr(data, "value", None) if trapped else None
+        status, message, trapped, before = self._write_opens(channel, data)
+        if status is ECA.NORMAL:
             try:
                 await data.write(request.data_type, request.data_count, request.payload)
             except ChannelError as error:
                 status, message = error.eca, str(error)
-            else:
-                if trapped:  # a TRAPWRITE rule: log who put what (EPICS's caPutLog)
-                    putlog.info(
-                        "%s@%s put %s = %s (was %s)",
-                        self.core.client_name or "",
-                        self.core.host_name or "",
-                        channel.name,
-                        _for_log(getattr(data, "value", None)),
-                        _for_log(before),
-                    )
+        self._write_closes(request, channel, data, status, message, trapped, before)
+
+    def _write_now(self, request: WriteRequest) -> bool:
+        """A put to a channel without ``put_hook``, done here; False: :meth:`_write` must."""
+        if request.data_type > _LAST_TYPE:
+            return False  # _write hangs up
+        channel, data = self._channel(request.sid)
+        if (
+            not isinstance(data, ChannelData)
+            or data.put_hook is not None
+            or type(data).write is not _PLAIN_WRITE
+        ):
+            return False
+        status, message, trapped, before = self._write_opens(channel, data)
+        if status is ECA.NORMAL:
+            try:
+                data.write_now(request.data_type, request.data_count, request.payload)
+            except ChannelError as error:
+                status, message = error.eca, str(error)
+        self._write_closes(request, channel, data, status, message, trapped, before)
+        return True
+
+    def _write_opens(
+        self, channel: ServerChannel, data: ServedChannel
+    ) -> tuple[ECA, str, bool, Any]:
+        """(status, message, trapped, value before) of a put about to be made."""
+        if not channel.access_rights._value_ & _WRITE:
+            return ECA.NOWTACCESS, ECA.NOWTACCESS.message, False, None
+        access = self._acf_access(data)
+        if access is not None and access.trap_write:
+            return ECA.NORMAL, "", True, getattr(data, "value", None)
+        return ECA.NORMAL, "", False, None
+
+    def _write_closes(
+        self,
+        request: WriteRequest,
+        channel: ServerChannel,
+        data: ServedChannel,
+        status: ECA,
+        message: str,
+        trapped: bool,
+        before: Any,
+    ) -> None:
+        """Log, post and answer a put that has been made (or refused: ``status``)."""
+        if trapped and status is ECA.NORMAL:  # a TRAPWRITE rule: log who put what (caPutLog)
+            putlog.info(
+                "%s@%s put %s = %s (was %s)",
+                self.core.client_name or "",
+                self.core.host_name or "",
+                channel.name,
+                _for_log(getattr(data, "value", None)),
+                _for_log(before),
+            )
         if self.ready:
             # As rsrv posts monitors while processing the put, updates the
             # put caused reach the client before its completion does.
             self._flush_updates(in_order=True)
-        if notify:
+        if type(request) is WriteNotifyRequest:
             self.send(
                 WriteNotifyResponse(request.data_type, request.data_count, status, request.ioid)
             )

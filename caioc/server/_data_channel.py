@@ -130,6 +130,10 @@ def _generic(channel: ChannelData) -> bool:
     return generic
 
 
+#: What ChannelData._accept_put returns for a put already taken care of.
+_STORED: Any = object()
+
+
 class ChannelData(ChannelAlarms):
     """The value, alarm, timestamp and metadata behind one PV (abstract).
 
@@ -475,20 +479,11 @@ class ChannelData(ChannelAlarms):
         deadbands allow (plus ALARM when the alarm changed). While
         :attr:`disabled` the value is only stored. Raises :class:`ChannelError`.
         """
-        if self.read_only:
-            raise ChannelError(ECA.NOWTACCESS, "the channel is read-only")
-        if data_type in _WRITE_ONLY:
-            self._put_acknowledge(data_type, payload)
+        if self.write_now(data_type, data_count, payload):
             return
-        value = self._decode_put(data_type, data_count, payload)
-        if self._disabled:  # the field is written, the record not processed
-            self._value = value
-            self._cache.clear()
-            self.check_disabled()
-            return
+        value = self._accept_put(data_type, data_count, payload)
         hook = self.put_hook
-        if hook is None:
-            self._store(value, None, None, None)
+        if value is _STORED or hook is None:
             return
         if self._write_lock is None:
             self._write_lock = PutLock()  # asyncio's, trio's or curio's
@@ -502,6 +497,35 @@ class ChannelData(ChannelAlarms):
             if replacement is not None:
                 value = self._coerce(replacement)
             self._store(value, None, None, None)
+
+    def write_now(self, data_type: int, data_count: int, payload: bytes | memoryview) -> bool:
+        """:meth:`write` when nothing needs awaiting (no ``put_hook``): True, done.
+
+        False (nothing done) when a ``put_hook`` is set: :meth:`write` must
+        be awaited. The server calls this first, so that a put to a plain
+        channel is stored, and its monitors posted, without a coroutine.
+        """
+        if self.put_hook is not None:
+            return False
+        value = self._accept_put(data_type, data_count, payload)
+        if value is not _STORED:
+            self._store(value, None, None, None)
+        return True
+
+    def _accept_put(self, data_type: int, data_count: int, payload: bytes | memoryview) -> Any:
+        """A put's value, checked and converted; _STORED if nothing is left to do."""
+        if self.read_only:
+            raise ChannelError(ECA.NOWTACCESS, "the channel is read-only")
+        if data_type in _WRITE_ONLY:
+            self._put_acknowledge(data_type, payload)
+            return _STORED
+        value = self._decode_put(data_type, data_count, payload)
+        if self._disabled:  # the field is written, the record not processed
+            self._value = value
+            self._cache.clear()
+            self.check_disabled()
+            return _STORED
+        return value
 
     def _decode_put(self, data_type: int, data_count: int, payload: bytes | memoryview) -> Any:
         if not 0 <= data_type <= _LAST_TYPE:
