@@ -33,7 +33,12 @@ from caioc.ca import (
     search_datagram,
     search_response_datagram,
 )
-from caioc.ca._commands import _NAME_CACHE_PAYLOAD, _NAME_CACHE_SIZE, _SEARCH_NAMES
+from caioc.ca._commands import (
+    _NAME_CACHE_PAYLOAD,
+    _NAME_CACHE_SIZE,
+    _SEARCH_NAMES,
+    _SEARCH_PAYLOADS_BY_NAME,
+)
 from caioc.ca._wire import decode_string
 
 HEADER = struct.Struct(">HHHHII")
@@ -212,6 +217,29 @@ def test_remembered_search_names_are_bounded():
     search = SearchRequest(long_name, 1)
     assert search.name == long_name
     assert search.payload not in _SEARCH_NAMES  # long payloads are not kept
+
+
+def test_remembered_search_payloads_are_the_encoded_ones_and_bounded():
+    # Each name encoded afresh (nothing remembered) and again (remembered).
+    names = ["pv:1", "a" * 7, "b" * 8, "é:ü", "\udcff:raw", "x" * 120, "y" * 200]
+    for name in names:
+        _SEARCH_PAYLOADS_BY_NAME.clear()
+        fresh = SearchRequest(name, 7, 13, SearchReply.DO_REPLY)
+        again = SearchRequest(name, 7, 13, SearchReply.DO_REPLY)
+        raw = name.encode("utf-8", "surrogateescape")
+        assert bytes(fresh) == bytes(again)
+        assert fresh.payload == raw + bytes(8 - len(raw) % 8)
+        assert bytes(fresh)[:16] == struct.pack(">HHHHII", 6, len(fresh.payload), 10, 13, 7, 7)
+        assert SearchRequest.from_wire(*fresh[1:6], fresh.payload).name == name
+    assert "y" * 200 not in _SEARCH_PAYLOADS_BY_NAME  # long payloads are not kept
+    for i in range(_NAME_CACHE_SIZE + 10):
+        assert SearchRequest(f"pv:{i}", 1).name == f"pv:{i}"
+    assert 0 < len(_SEARCH_PAYLOADS_BY_NAME) <= _NAME_CACHE_SIZE
+    # what a remembered name skips is still refused
+    with pytest.raises(LocalProtocolError):
+        SearchRequest("pv:1\0tail", 1)
+    with pytest.raises(LocalProtocolError):
+        SearchRequest("pv:1", 1, reply=3)
 
 
 # --- the broadcaster and the server's UDP handler --------------------------------------

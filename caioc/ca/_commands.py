@@ -107,6 +107,10 @@ _pack_search_response = struct.Struct(">HHHHIIH6x").pack
 _SEARCH_NAMES: dict[bytes, str] = {}
 _NAME_CACHE_SIZE = 2048
 _NAME_CACHE_PAYLOAD = 128
+#: The other way, for a client: SEARCH payloads (the name, NUL-padded) by
+#: name, as a client repeats the searches of channels not found yet; bounded
+#: as _SEARCH_NAMES.
+_SEARCH_PAYLOADS_BY_NAME: dict[str, bytes] = {}
 
 
 def _search_name(payload: Payload) -> str:
@@ -253,13 +257,20 @@ class SearchRequest(Command):
             and 0 <= cid <= _UINT32
             and 0 <= version <= 0xFFFF
             and (reply == 5 or reply == 10)
-            and "\0" not in name  # on the str: bytes' `in` costs a caught TypeError
         ):
-            # The search storm path: a client may send thousands at once.
+            # The search storm path: a client may send thousands at once,
+            # and searches again, with back-off, for names not found yet.
             # Built in place: no _build call, no header tuple to unpack.
-            raw = name.encode("utf-8", "surrogateescape")
-            if raw and len(raw) < 1000:
-                payload = raw + _NUL_PAD[len(raw) & 7]
+            payload = _SEARCH_PAYLOADS_BY_NAME.get(name)
+            if payload is None and "\0" not in name:  # str's `in`: bytes' costs a TypeError
+                raw = name.encode("utf-8", "surrogateescape")
+                if raw and len(raw) < 1000:
+                    payload = raw + _NUL_PAD[len(raw) & 7]
+                    if len(payload) <= _NAME_CACHE_PAYLOAD:
+                        if len(_SEARCH_PAYLOADS_BY_NAME) >= _NAME_CACHE_SIZE:
+                            _SEARCH_PAYLOADS_BY_NAME.clear()
+                        _SEARCH_PAYLOADS_BY_NAME[name] = payload
+            if payload is not None:
                 size = len(payload)
                 reply = 5 if reply == 5 else 10  # a plain int, not a SearchReply
                 wire = _pack_header(6, size, reply, version, cid, cid) + payload
