@@ -64,6 +64,42 @@ def test_a_run_is_taken_checked_and_recorded(link: Link) -> None:
     assert not link.server.pending_ioids
 
 
+def test_a_run_keeps_its_requests_when_the_buffer_changes(link: Link) -> None:
+    buffer = bytearray(reads(10))
+    run = link.server.read_notify_run(memoryview(buffer))
+    assert run is not None
+    buffer[:] = bytes(len(buffer))  # the caller reads the next segment into it
+    assert run.headers.tobytes() == reads(10)
+
+
+def test_replied_forgets_the_run_and_only_the_run(link: Link) -> None:
+    # another read, received the usual way, awaits its reply meanwhile
+    link.server.receive_data(reads(1, first_ioid=100))
+    assert isinstance(link.server.next_command(), ReadNotifyRequest)
+    run = link.server.read_notify_run(reads(10))
+    assert run is not None
+    link.server.replied(run.ioids)
+    assert link.server.pending_ioids == frozenset({100})
+    link.server.send(ReadNotifyResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, 100))
+    # the run alone awaits its replies: all forgotten at once
+    run = link.server.read_notify_run(reads(10, first_ioid=200))
+    assert run is not None
+    link.server.replied(run.ioids)
+    assert not link.server.pending_ioids
+    # two of the run answered the usual way, two others waiting: as many
+    # awaiting replies as the run has reads, and the others stay
+    link.server.receive_data(reads(2, first_ioid=300))
+    for _ in range(2):
+        assert isinstance(link.server.next_command(), ReadNotifyRequest)
+    run = link.server.read_notify_run(reads(8, first_ioid=400))
+    assert run is not None
+    link.server.send(ReadNotifyResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, 400))
+    link.server.send(ReadNotifyResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, 407))
+    assert len(link.server.pending_ioids) == len(run.ioids)
+    link.server.replied(run.ioids)
+    assert link.server.pending_ioids == frozenset({300, 301})
+
+
 def test_the_run_stops_at_the_first_other_command_and_at_most(link: Link) -> None:
     data = reads(9) + bytes(EchoRequest()) + reads(9, first_ioid=100)
     run = link.server.read_notify_run(data)

@@ -426,7 +426,9 @@ class VirtualCircuit:
             headers["data_count"].tolist(),
             sids,
             ioids,
-            headers.copy(),  # the caller may reuse the buffer the run was read from
+            # a copy: the caller may reuse the buffer the run was read from
+            # (of the bytes: a structured array's own copy goes field by field)
+            np.frombuffer(bytes(data[: 16 * len(ioids)]), _REQUEST_HEADERS),
         )
 
     def create_chan_run(
@@ -565,8 +567,16 @@ class VirtualCircuit:
 
     def replied(self, ioids: list[int]) -> None:
         """Replies to these reads of a :meth:`read_notify_run` went out, not through send()."""
+        pending = self._pending
+        if len(pending) == len(ioids) and ioids[0] in pending and ioids[-1] in pending:
+            # Only this run awaits replies (the usual case): the ioids were
+            # all added at once, distinct, and leave only here, by their
+            # replies (no read of the run has been answered yet: ioids[0] and
+            # ioids[-1] are still there) or all at once by disconnect().
+            pending.clear()
+            return
         # popped with a default: all gone already if the circuit was disconnected
-        collections.deque(map(self._pending.pop, ioids, itertools.repeat(None)), maxlen=0)
+        collections.deque(map(pending.pop, ioids, itertools.repeat(None)), maxlen=0)
 
     def disconnect(self) -> None:
         """The connection is gone: every channel closes, nothing more passes."""
