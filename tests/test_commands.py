@@ -920,3 +920,27 @@ def test_commands_are_immutable_tuples():
     # Same fields, different class: never equal.
     assert ClearChannelRequest(1, 2) != ClearChannelResponse(1, 2)
     assert VersionRequest() != VersionResponse()
+
+
+def test_no_classmethod_wraps_another_descriptor():
+    # classmethod(classmethod(f)) works up to Python 3.12 and fails on 3.13,
+    # where classmethod no longer chains descriptors: checked on every class.
+    import importlib
+    import inspect
+    import pkgutil
+
+    import caioc
+
+    wrapped = []
+    for module_info in pkgutil.walk_packages(caioc.__path__, "caioc."):
+        name = module_info.name
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name:
+                continue
+            for attribute, value in vars(cls).items():
+                if isinstance(value, classmethod) and isinstance(
+                    value.__func__, (classmethod, staticmethod, property)
+                ):
+                    wrapped.append(f"{name}.{cls.__name__}.{attribute}")
+    assert wrapped == []

@@ -278,20 +278,15 @@ class _DataCommand(_Operation):
             # whole message is packed at once and kept for bytes().
             fast = _SCALAR_WIRE[data_type]
             if fast is not None:
-                if metadata is None:
-                    args: Any = fast.zeros
-                else:
-                    get = metadata.get
-                    args = [get(name, 0) for name in fast.names]
+                packer, size, names, zeros = fast  # one unpacking, not four lookups
+                # the metadata in the struct's order, missing fields 0 (map: no frame)
+                args: Any = zeros if metadata is None else map(metadata.get, names, zeros)
                 try:
-                    wire = fast.struct.pack(
-                        cls.ID_INT, fast.size, data_type, 1, p1, p2, *args, data
-                    )
+                    wire = packer.pack(cls.ID_INT, size, data_type, 1, p1, p2, *args, data)
                 except (struct.error, OverflowError):
                     pass  # out of range somewhere: the general path explains
                 else:
-                    header = (cls.ID_INT, fast.size, data_type, 1, p1, p2)
-                    return _new(cls, (*header, wire[16:], wire))
+                    return _new(cls, (cls.ID_INT, size, data_type, 1, p1, p2, wire[16:], wire))
         if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
             data_type = int(_check_data_type(data_type, cls.ID.name))
         try:
@@ -308,7 +303,6 @@ class _DataCommand(_Operation):
         return cls._checked(data_type, count, p1, p2, raw)
 
     @classmethod
-    @classmethod
     def from_payload(
         cls, payload: bytes | memoryview, data_type: int, data_count: int, p1: int, p2: int
     ) -> Any:
@@ -317,7 +311,8 @@ class _DataCommand(_Operation):
         This is how one monitor update is encoded once and sent to many
         subscribers: only the header differs.
         """
-        data_type, p1, p2 = _plain_int(data_type), _plain_int(p1), _plain_int(p2)
+        if type(data_type) is not int or type(p1) is not int or type(p2) is not int:
+            data_type, p1, p2 = _plain_int(data_type), _plain_int(p1), _plain_int(p2)
         if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
             data_type = int(_check_data_type(data_type, cls.ID.name))
         if type(data_count) is not int or not 0 <= data_count <= _UINT32:
