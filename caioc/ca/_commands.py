@@ -290,10 +290,11 @@ class SearchRequest(Command):
         """The PV name searched for."""
         payload = self[6]
         try:
-            name = _SEARCH_NAMES.get(payload)
+            return _SEARCH_NAMES[payload]  # a subscript: cheaper than a get() call
+        except KeyError:
+            return _search_name(payload)
         except (TypeError, ValueError):  # a view that cannot be hashed
             return decode_string(payload)
-        return name if name is not None else _search_name(payload)
 
 
 class SearchResponse(Command):
