@@ -64,6 +64,20 @@ def test_a_run_is_taken_checked_and_recorded(link: Link) -> None:
     assert not link.server.pending_ioids
 
 
+def test_a_run_says_whether_every_read_asks_the_same(link: Link) -> None:
+    run = link.server.read_notify_run(reads(10))
+    assert run is not None and run.uniform
+    assert run.data_types == [ChannelType.DOUBLE] * 10 and run.data_counts == [1] * 10
+    assert all(type(value) is int for value in run.data_types + run.data_counts)
+    link.server.replied(run.ioids)
+    mixed = reads(4, first_ioid=20) + bytes(ReadNotifyRequest(ChannelType.LONG, 1, SID, 30))
+    mixed += reads(4, first_ioid=40) + bytes(ReadNotifyRequest(ChannelType.DOUBLE, 2, SID, 50))
+    run = link.server.read_notify_run(mixed)
+    assert run is not None and not run.uniform
+    assert run.data_types == [6] * 4 + [5] + [6] * 5
+    assert run.data_counts == [1] * 9 + [2]
+
+
 def test_a_run_keeps_its_requests_when_the_buffer_changes(link: Link) -> None:
     buffer = bytearray(reads(10))
     run = link.server.read_notify_run(memoryview(buffer))

@@ -128,6 +128,8 @@ class ReadRun(NamedTuple):
     #: command, size, data_type, data_count, sid, ioid; big-endian): a
     #: reply's header is the same but for size and status.
     headers: Any
+    #: Every read asks for the same DBR type and count (the usual batch).
+    uniform: bool = False
 
     def reads(self) -> Iterator[tuple[Any, int, int, int, int]]:
         """(channel, data_type, data_count, sid, ioid) of each read, in order."""
@@ -420,15 +422,23 @@ class VirtualCircuit:
         if len(set(ioids)) != len(ioids) or not pending.keys().isdisjoint(ioids):
             return None
         pending.update(zip(ioids, zip(channels, itertools.repeat(None), strict=False), strict=True))
+        types, counts = headers["data_type"], headers["data_count"]
+        first_type, first_count = int(types[0]), int(counts[0])
+        uniform = bool((types == first_type).all() and (counts == first_count).all())
+        if uniform:  # a column of one value: no conversion element by element
+            data_types, data_counts = [first_type] * len(ioids), [first_count] * len(ioids)
+        else:
+            data_types, data_counts = types.tolist(), counts.tolist()
         return ReadRun(
             channels,
-            headers["data_type"].tolist(),
-            headers["data_count"].tolist(),
+            data_types,
+            data_counts,
             sids,
             ioids,
             # a copy: the caller may reuse the buffer the run was read from
             # (of the bytes: a structured array's own copy goes field by field)
             np.frombuffer(bytes(data[: 16 * len(ioids)]), _REQUEST_HEADERS),
+            uniform,
         )
 
     def create_chan_run(

@@ -171,12 +171,13 @@ def test_a_run_is_answered_as_each_read_alone(runs_taken: list[int]) -> None:
     assert commands.count(ERROR) == 1
 
 
+@pytest.mark.parametrize("count", [1, 3])
 @pytest.mark.parametrize(
     "data_type",
     [ChannelType.DOUBLE, ChannelType.LONG, ChannelType.TIME_DOUBLE, ChannelType.STRING],
 )
 def test_a_uniform_run_is_answered_at_once_as_each_read_alone(
-    data_type: int, monkeypatch: pytest.MonkeyPatch
+    data_type: int, count: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same type, same size replies: the whole run at once (the case of libca's batch)."""
     at_once: list[bool] = []
@@ -187,7 +188,7 @@ def test_a_uniform_run_is_answered_at_once_as_each_read_alone(
         return at_once[-1]
 
     monkeypatch.setattr(_circuit.CircuitLogic, "_answer_at_once", spying)
-    reads = [(name, data_type, 1) for name in ("D", "I", "E", "W", "G")[:4] * 5]
+    reads = [(name, data_type, count) for name in ("D", "I", "E", "W", "G")[:4] * 5]
     got: dict[str, bytes] = {}
 
     async def scenario() -> None:
