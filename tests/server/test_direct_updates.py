@@ -208,17 +208,14 @@ def test_a_burst_past_the_budget_queues_the_rest_and_loses_nothing(
         await turns()
         sent = messages(bytes(transport.sent[sent_before:]))
         assert {header[0] for header, _ in sent} == {EVENT_ADD}
-        updates = [
-            struct.unpack(">d", payload)[0] for header, payload in sent if header[2] == DOUBLE
-        ]
-        assert updates == [float(value) for value in range(1, 101)]
+        assert doubles(sent) == [float(value) for value in range(1, 101)]
         assert circuit.direct_budget == circuit_module.DIRECT_BYTES  # reset by the flush
         circuit.connection_lost(None)
 
     asyncio.run(scenario())
 
 
-def test_a_slow_client_still_gets_merged_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_client_still_gets_merged_updates() -> None:
     async def scenario() -> None:
         pvdb = database()
         server = Server(pvdb)
@@ -233,10 +230,7 @@ def test_a_slow_client_still_gets_merged_updates(monkeypatch: pytest.MonkeyPatch
         circuit.resume_writing()
         await turns()
         sent = messages(bytes(transport.sent[sent_before:]))
-        doubles = [
-            struct.unpack(">d", payload)[0] for header, payload in sent if header[2] == DOUBLE
-        ]
-        assert doubles == [100.0]  # the newest only
+        assert doubles(sent) == [100.0]  # the newest only
         circuit.connection_lost(None)
 
     asyncio.run(scenario())
