@@ -72,6 +72,7 @@ def event_add(sid: int, subscriptionid: int, data_type: int, count: int) -> byte
 
 
 async def turns(n: int = 10) -> None:
+    """Let the loop run its ready callbacks ``n`` times (no time passes: sleep(0))."""
     for _ in range(n):
         await asyncio.sleep(0)
 
