@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 __all__ = ["Server", "run"]
 
 log = logging.getLogger("caioc.server")
+
+#: Whether asyncio's socket transport pauses its protocol (pause_writing)
+#: from writelines(): CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 only do so
+#: from write() (python/cpython#127655).
+_WRITELINES_PAUSES = not (
+    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
+)
 
 
 async def _sleep0() -> None:
@@ -70,6 +78,13 @@ class _Circuit(CircuitLogic, asyncio.Protocol):
         transport = self.transport
         if self.out and transport is not None and not transport.is_closing():
             transport.writelines(self.out)
+            if not _WRITELINES_PAUSES:
+                # Have the transport compare its buffer with the high-water
+                # mark, as writelines() should have: else a client that stops
+                # reading never pauses the circuit, and its backlog grows
+                # without bound instead of merging.
+                low, high = transport.get_write_buffer_limits()
+                transport.set_write_buffer_limits(high, low)
         self.out = []
 
     def close(self) -> None:
