@@ -7,6 +7,8 @@ and a repeater port of its own.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import random
@@ -24,6 +26,31 @@ if TYPE_CHECKING:
     from caioc.server import Server, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def importable(name: str) -> bool:
+    """Whether module ``name`` imports here: installed is not enough (curio 1.6
+    is installed but fails to import on Python 3.13)."""
+    try:
+        importlib.import_module(name)
+    except Exception:
+        return False
+    return True
+
+
+def async_libraries() -> list[Any]:
+    """asyncio, trio and curio as pytest params, each skipped where it does not import."""
+    import pytest
+
+    return [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(not importable(name), reason=f"{name} does not import here"),
+        )
+        for name in ("asyncio", "trio", "curio")
+    ]
+
 
 #: The discard port: beacons sent here reach nobody (a quiet test server).
 NOWHERE = ("127.0.0.1", 9)

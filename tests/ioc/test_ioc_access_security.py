@@ -19,7 +19,6 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from peers import (
     ROOT,
     ca_environment,
     free_port,
+    importable,
     process_until_ready,
     run_pyepics,
     run_to_end,
@@ -67,7 +67,7 @@ DEFAULT_WRITABLE = READ_ONLY.replace(
 
 #: The libraries to serve on (trio and curio if installed). Each IOC waits
 #: for its server's file watch (every 5 s), so they run side by side.
-LIBRARIES = ["asyncio", *(name for name in ("trio", "curio") if find_spec(name))]
+LIBRARIES = ["asyncio", *(name for name in ("trio", "curio") if importable(name))]
 
 #: The C client's side: rights and puts, the file rewritten, rights and puts again.
 CLIENT = """

@@ -9,20 +9,15 @@ the runs it missed, rather than run them back to back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.util import find_spec
 
 import pytest
+from peers import async_libraries
 
 from caioc.ioc import PVGroup, pvproperty, sleep
 from caioc.ioc._async_lib import load_async_lib
 from caioc.server import ChannelData
 
-LIBRARIES = [
-    pytest.param(
-        name, marks=pytest.mark.skipif(not find_spec(name), reason=f"{name} not installed")
-    )
-    for name in ("asyncio", "trio", "curio")
-]
+LIBRARIES = async_libraries()
 #: Runs after which the overrunning hook stops its own scan (bounds the test).
 LIMIT = 1000
 

@@ -20,12 +20,17 @@ import json
 import signal
 import sys
 import threading
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import (
+    async_libraries,
+    ca_environment,
+    free_port,
+    process_until_ready,
+    run_pyepics,
+)
 
 from caioc.ioc import PVGroup, pvproperty, serve, sleep
 from caioc.server import ChannelData, ServerConfig
@@ -39,12 +44,7 @@ NEW_PERIOD, NEW_PERIOD_CHOICE = 0.2, 8
 PUT_SLEEP = 0.1
 
 #: The libraries to serve on; trio and curio are optional.
-LIBRARIES = [
-    pytest.param(
-        name, marks=pytest.mark.skipif(not find_spec(name), reason=f"{name} not installed")
-    )
-    for name in ("asyncio", "trio", "curio")
-]
+LIBRARIES = async_libraries()
 
 
 class Pump(PVGroup):
