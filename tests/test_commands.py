@@ -934,7 +934,12 @@ def test_no_classmethod_wraps_another_descriptor():
     wrapped = []
     for module_info in pkgutil.walk_packages(caioc.__path__, "caioc."):
         name = module_info.name
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except (ImportError, AttributeError):
+            if name in ("caioc.server.trio", "caioc.server.curio"):
+                continue  # its library does not import here (curio 1.6 on Python 3.13)
+            raise
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ != name:
                 continue

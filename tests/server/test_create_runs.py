@@ -209,6 +209,7 @@ class Transport:
     def __init__(self) -> None:
         self.sent = bytearray()
         self.closed = False
+        self.limits = (16384, 65536)
 
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 5064) if name == "peername" else None
@@ -219,6 +220,12 @@ class Transport:
 
     def write(self, chunk: bytes) -> None:
         self.sent += chunk
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.limits
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self.limits = (low, high)  # nothing is ever buffered here: never paused
 
     def is_closing(self) -> bool:
         return self.closed
