@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from peers import ROOT, ca_environment, free_port, server_config
+from peers import ROOT, SCRIPT_WAITS, ca_environment, free_port, server_config
 
 from caioc.ca import (
     Command,
@@ -389,16 +389,42 @@ softioc.non_interactive_ioc()
 # libca registers 10 s after its UDP side starts (repeaterSubscribeTimer), so
 # this test takes that long; the C client stays up until its stdin closes,
 # then prints libca's own view of the registration.
-PYEPICS_CLIENT = """
-import ctypes, sys, epics, epics.ca
+PYEPICS_CLIENT = (
+    SCRIPT_WAITS
+    + """
+import ctypes, os, sys, tempfile, epics, epics.ca
 pv = epics.PV("RPT:LO")
 assert pv.wait_for_connection(timeout=10), "no connection to the C IOC"
 print("READY", pv.get(timeout=5), flush=True)
 sys.stdin.read()
 context = ctypes.c_void_p(epics.ca.current_context())
-epics.ca.libca.ca_context_status(context, ctypes.c_uint(10))
+libc = ctypes.CDLL(None)
+
+def status():
+    # libca prints its status on the C stdout: caught in a file
+    with tempfile.TemporaryFile() as caught:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(caught.fileno(), 1)
+        try:
+            epics.ca.libca.ca_context_status(context, ctypes.c_uint(10))
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        caught.seek(0)
+        return caught.read().decode(errors="replace")
+
+# The repeater has sent its confirmation; libca's UDP thread takes it in
+# its own time, so its account is read until it says so (or 10 s).
+try:
+    text = read_until(status, lambda text: "registered=1" in text, "libca's registration")
+except AssertionError:
+    text = status()
+print(text, flush=True)
 epics.ca.finalize_libca()
 """
+)
 
 
 @pytest.mark.peers
