@@ -278,10 +278,12 @@ class Subscription:
     def deliver(self, payload: Any, count: int, status: int = ECA.NORMAL) -> None:
         """Take an encoded update (called by the channel data, encode-once).
 
-        A client that keeps up gets every update. One that does not (its
-        socket is full, or it sent EVENTS_OFF) holds only the newest, as
-        rsrv collapses its event queue, so a slow or dead client costs one
-        update per subscription, never one per change.
+        A client that keeps up gets every update: packed straight into its
+        circuit's next write while nothing of this subscription waits
+        (within DIRECT_BYTES per flush), else queued here. One that does
+        not keep up (its socket is full, or it sent EVENTS_OFF) holds only
+        the newest, as rsrv collapses its event queue, so a slow or dead
+        client costs one update per subscription, never one per change.
         """
         pending = self.pending
         circuit = self.circuit
