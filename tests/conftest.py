@@ -3,11 +3,22 @@
 Tests marked ``slow`` take tens of seconds and load the machine; they are
 skipped unless the run selects them with a marker expression that names
 ``slow`` (``-m slow``, ``-m "slow and peers"``) or passes ``--run-slow``.
+
+A run started as a background job without job control (``pytest &`` in a
+script: the shell then ignores SIGINT for it) would hand that ignore down
+to every child, and the tests that stop a tool or an IOC with SIGINT, as a
+user's Ctrl-C does, would wait for it in vain: Python's own handler is put
+back, so children start with the default action.
 """
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
