@@ -301,7 +301,8 @@ class Subscription:
                 # Straight into the circuit's next write, as the flush would
                 # pack it: nothing queued for this subscription means no
                 # update of it can be overtaken. The budget (reset by each
-                # flush) bounds what a burst puts there this way.
+                # flush) bounds what a burst puts there this way. This is
+                # _append_message inlined: its call costs 7 % of a load round.
                 circuit.direct_budget = budget
                 padding = -size & 7
                 out = circuit.out
@@ -634,6 +635,13 @@ class CircuitLogic:
         writable = self.can_write or in_order
         if not (writable and self.core.events_on) or self.is_closing():
             return  # kept, coalesced, until the client can take them
+        if self.ready:  # most updates went straight into out: often none queued
+            self._pack_queued()
+        self.flush()
+        self.direct_budget = DIRECT_BYTES
+
+    def _pack_queued(self) -> None:
+        """Move the queued updates of the ready subscriptions into ``out``."""
         ready, self.ready = self.ready, {}
         subscriptions = self.subscriptions
         out = self.out
@@ -661,8 +669,6 @@ class CircuitLogic:
                     )
             pending.clear()
             subscription.pending_bytes = 0
-        self.flush()
-        self.direct_budget = DIRECT_BYTES
 
     def say_goodbye(self) -> None:
         """Tell the client every channel is gone (SERVER_DISCONN) and close."""

@@ -48,10 +48,10 @@ class _Circuit(CircuitLogic, asyncio.Protocol):
     """One client's TCP connection: asyncio's transport under the circuit logic."""
 
     checkpoint = staticmethod(_sleep0)
+    server: Server  # the asyncio server, with its list of circuits to flush
 
     def __init__(self, server: Server) -> None:
         super().__init__(server, asyncio.Event())
-        self.asyncio_server = server
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -109,7 +109,7 @@ class _Circuit(CircuitLogic, asyncio.Protocol):
             self.flush_scheduled = True
             # One callback flushes every circuit a burst of updates reached
             # (a put to a PV with 20 subscribed clients: one, not 20).
-            server = self.asyncio_server
+            server = self.server
             server.to_flush.append(self)
             if len(server.to_flush) == 1:
                 asyncio.get_running_loop().call_soon(server.flush_circuits)
