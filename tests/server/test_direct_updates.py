@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from test_create_runs import Transport
+from waiting import until
 
 from caioc.ca import ChannelState
 from caioc.server import Server, ServerConfig, _data_channel
@@ -83,14 +84,17 @@ async def subscribed_circuit(server: Server) -> tuple[_Circuit, Transport]:
     circuit.connection_made(transport)  # type: ignore[arg-type]
     names = [name for name, _, _ in SUBSCRIPTIONS]
     circuit.data_received(opening(names))
-    await turns()
+    channels = circuit.core.channels
+    await until(
+        lambda: all(channels[cid].sid is not None for cid in range(len(names))), "connected"
+    )
     circuit.data_received(
         b"".join(
             event_add(circuit.core.channels[cid].sid, 100 + cid, data_type, count)
             for cid, (_, data_type, count) in enumerate(SUBSCRIPTIONS)
         )
     )
-    await turns()
+    await until(lambda: not circuit.ready and not circuit.out, "the first updates sent")
     return circuit, transport
 
 
@@ -162,7 +166,7 @@ def stream(direct: bool, monkeypatch: pytest.MonkeyPatch) -> bytes:
             if not direct:
                 circuit.direct_budget = 0
             await changes(pvdb, circuit)
-            await turns()
+            await until(lambda: not circuit.ready and not circuit.out, "the last updates sent")
             circuit.connection_lost(None)
             return bytes(transport.sent)
 
@@ -206,7 +210,7 @@ def test_a_burst_past_the_budget_queues_the_rest_and_loses_nothing(
         # Three subscriptions on "d" share the budget: all 100 updates of
         # each are either in the write or queued, none merged.
         assert sum(waiting.values()) + straight // 24 >= 3 * 100 - len(waiting) * 10
-        await turns()
+        await until(lambda: not circuit.ready and not circuit.out, "the burst sent")
         sent = messages(bytes(transport.sent[sent_before:]))
         assert {header[0] for header, _ in sent} == {EVENT_ADD}
         assert doubles(sent) == [float(value) for value in range(1, 101)]
@@ -226,10 +230,10 @@ def test_a_slow_client_still_gets_merged_updates() -> None:
         for value in range(1, 101):
             pvdb["d"].set_nowait(float(value))
         assert circuit.out == []  # nothing taken straight
-        await turns()
+        await turns()  # the loop runs its flushes: still nothing may go out
         assert len(transport.sent) == sent_before
         circuit.resume_writing()
-        await turns()
+        await until(lambda: len(transport.sent) > sent_before, "the newest sent")
         sent = messages(bytes(transport.sent[sent_before:]))
         assert doubles(sent) == [100.0]  # the newest only
         circuit.connection_lost(None)
@@ -247,7 +251,7 @@ def test_no_update_for_a_channel_the_core_has_closed(caplog: pytest.LogCaptureFi
         channel.state = ChannelState.CLOSED
         with caplog.at_level(logging.ERROR, logger="caioc.server"):
             pvdb["d"].set_nowait(5.0)
-            await turns()
+            await until(lambda: not circuit.ready and not circuit.out, "the updates sent")
         subscriptionids = [header[5] for header, _ in messages(bytes(transport.sent[sent_before:]))]
         assert 100 not in subscriptionids
         assert {101, 102} <= set(subscriptionids)  # the channel's other subscriptions
@@ -272,7 +276,10 @@ def test_one_failing_circuit_does_not_keep_updates_from_the_others(
         pairs[0][0]._flush_updates = broken  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="caioc.server"):
             pvdb["d"].set_nowait(7.0)
-            await turns()
+            await until(
+                lambda: all(len(pairs[i][1].sent) > before[i] for i in (1, 2)),
+                "the others' updates",
+            )
         assert "error sending updates" in caplog.text
         assert len(pairs[1][1].sent) > before[1]
         assert len(pairs[2][1].sent) > before[2]

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from test_create_runs import Transport
-from test_direct_updates import HEADER, messages, opening, turns
+from test_direct_updates import HEADER, messages, opening
+from waiting import until
 
 from caioc.server import Server
 from caioc.server._data import ChannelDouble, ChannelError
@@ -72,7 +73,8 @@ def test_a_put_to_a_plain_channel_is_answered_in_the_read_callback() -> None:
         transport = Transport()
         circuit.connection_made(transport)  # type: ignore[arg-type]
         circuit.data_received(opening(list(pvdb)))
-        await turns()
+        channels = circuit.core.channels
+        await until(lambda: all(channels[cid].sid is not None for cid in range(3)), "connected")
         sids = [circuit.core.channels[cid].sid for cid in range(3)]
 
         def replies_since(start: int) -> list[tuple[int, ...]]:
@@ -88,7 +90,8 @@ def test_a_put_to_a_plain_channel_is_answered_in_the_read_callback() -> None:
             start = len(transport.sent)
             circuit.data_received(put_notify(sids[index], 8 + index, 5.5))
             assert replies_since(start) == []  # waits for the command task
-            await turns()
+            sent = len(transport.sent)
+            await until(lambda sent=sent: len(transport.sent) > sent, "the reply")
             assert replies_since(start) == [(WRITE_NOTIFY, 0, DOUBLE, 1, ECA_NORMAL, 8 + index)]
             assert pvdb[name].value == 5.5
         assert hooked == [5.5]
