@@ -31,6 +31,7 @@ from caioc.ca._dbr import (
     ctrl_type,
     dbr_class,
     decode_dbr,
+    decode_scalar,
     decode_strings,
     encode_dbr,
     epics_now,
@@ -312,6 +313,33 @@ def test_round_trip_every_type(data_type: ChannelType, count: int) -> None:
     # a decoded record encodes back to the same bytes
     assert encode_dbr(data_type, decoded, meta)[0] == payload
     assert encode_dbr(data_type, decoded, meta[()])[0] == payload  # numpy void record
+
+
+@pytest.mark.parametrize("data_type", ALL_TYPES, ids=lambda t: t.name)
+def test_decode_scalar_agrees_with_the_numpy_path(data_type: ChannelType) -> None:
+    """The fast one-element decode gives decode_dbr + metadata_dict's answer.
+
+    For the types it takes (numbers with plain, STS or TIME metadata, and
+    PUT_ACKT/ACKS); the others get None. TIME stamps are checked with nanoseconds that a wrong
+    scale would show.
+    """
+    md = _sample_metadata(data_type)
+    if "secondsSinceEpoch" in md:
+        md["secondsSinceEpoch"], md["nanoseconds"] = 1_000_000_000, 123_456_789
+    payload, _ = encode_dbr(data_type, _sample_values(data_type, 1), md)
+    fast = decode_scalar(data_type, bytes(payload) + bytes(3))  # CA padding ignored
+    if VALUE_DTYPES[data_type].kind == "S" or dbr_class(data_type) in (DbrClass.GR, DbrClass.CTRL):
+        assert fast is None
+        return
+    assert fast is not None
+    meta, values = decode_dbr(data_type, 1, payload)
+    expected = {} if meta is None else metadata_dict(meta)
+    assert fast == (values[0].item(), expected)
+    assert all(type(v) is type(expected[k]) for k, v in fast[1].items())
+    if "timestamp" in expected:
+        stamp = EPICS_EPOCH_OFFSET + 1_000_000_000 + 0.123456789
+        assert fast[1]["timestamp"] == pytest.approx(stamp, abs=1e-6)
+    assert decode_scalar(data_type, bytes(payload)[:-1]) is None  # too short: the slow path
 
 
 @pytest.mark.parametrize("data_type", ALL_TYPES, ids=lambda t: t.name)

@@ -396,11 +396,13 @@ def decode_scalar(data_type: int, payload: bytes | memoryview) -> tuple[Any, dic
     fast = _SCALAR[data_type] if 0 <= data_type <= _LAST_TYPE else None
     if fast is None or len(payload) < fast.struct.size:
         return None
-    *meta, value = fast.struct.unpack_from(payload)
-    out = dict(zip(fast.names, meta, strict=True))
-    if fast.stamped:
-        out["timestamp"] = epics_to_posix(out["secondsSinceEpoch"], out["nanoseconds"])
-    return value, out
+    fields = fast.struct.unpack_from(payload)
+    # The value is the last field; zip stops at the last metadata name.
+    out = dict(zip(fast.names, fields, strict=False))
+    if fast.stamped:  # epics_to_posix, inlined: the fields are ints already
+        seconds = out["secondsSinceEpoch"] + EPICS_EPOCH_OFFSET
+        out["timestamp"] = seconds + out["nanoseconds"] / 1e9
+    return fields[-1], out
 
 
 def _info(data_type: int) -> _Info:
