@@ -311,6 +311,25 @@ class _DataCommand(_Operation):
         This is how one monitor update is encoded once and sent to many
         subscribers: only the header differs.
         """
+        size = len(payload)
+        if (
+            # The fan-out case, checked at once: plain ints in range, a small
+            # padded payload that holds its count. Anything else is checked,
+            # converted or refused below.
+            type(data_type) is int
+            and type(data_count) is int
+            and type(p1) is int
+            and type(p2) is int
+            and not size & 7
+            and size < _ENCODE_AT_ONCE
+            and 0 <= data_type <= _LAST_TYPE
+            and 0 <= data_count < 0xFFFF
+            and 0 <= p1 <= _UINT32
+            and 0 <= p2 <= _UINT32
+            and size >= METADATA_SIZES[data_type] + data_count * VALUE_SIZES[data_type]
+        ):
+            header = (cls.ID_INT, size, data_type, data_count, p1, p2)
+            return _new(cls, (*header, payload, _pack_header(*header) + payload))
         if type(data_type) is not int or type(p1) is not int or type(p2) is not int:
             data_type, p1, p2 = _plain_int(data_type), _plain_int(p1), _plain_int(p2)
         if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
