@@ -328,8 +328,9 @@ class _DataCommand(_Operation):
             and 0 <= p2 <= _UINT32
             and size >= METADATA_SIZES[data_type] + data_count * VALUE_SIZES[data_type]
         ):
-            header = (cls.ID_INT, size, data_type, data_count, p1, p2)
-            return _new(cls, (*header, payload, _pack_header(*header) + payload))
+            command = cls.ID_INT
+            wire = _pack_header(command, size, data_type, data_count, p1, p2) + payload
+            return _new(cls, (command, size, data_type, data_count, p1, p2, payload, wire))
         if type(data_type) is not int or type(p1) is not int or type(p2) is not int:
             data_type, p1, p2 = _plain_int(data_type), _plain_int(p1), _plain_int(p2)
         if type(data_type) is not int or not 0 <= data_type <= _LAST_TYPE:
