@@ -64,6 +64,32 @@ def test_a_run_is_taken_checked_and_recorded(link: Link) -> None:
     assert not link.server.pending_ioids
 
 
+@pytest.mark.parametrize(
+    ("ioids", "taken"),
+    [
+        (list(range(10)), True),  # libca's order: rising
+        (list(range(10, 0, -1)), True),  # distinct, falling
+        ([5, 1, 9, 2, 8, 3, 7, 4, 6, 0], True),  # distinct, shuffled
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 0xFFFFFFFF], True),  # rising, the largest last
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 1], False),  # one repeated, not adjacent
+        ([1, 2, 3, 4, 5, 5, 6, 7, 8, 9], False),  # one repeated, adjacent
+        ([9, 8, 7, 6, 5, 4, 3, 2, 1, 9], False),
+    ],
+)
+def test_a_run_needs_distinct_ioids_in_any_order(link: Link, ioids: list[int], taken: bool) -> None:
+    data = b"".join(
+        bytes(ReadNotifyRequest(ChannelType.DOUBLE, 1, SID + i % 3, ioid))
+        for i, ioid in enumerate(ioids)
+    )
+    run = link.server.read_notify_run(data)
+    if taken:
+        assert run is not None and run.ioids == ioids
+        assert link.server.pending_ioids == frozenset(ioids)
+    else:
+        assert run is None
+        assert not link.server.pending_ioids
+
+
 def test_a_run_says_whether_every_read_asks_the_same(link: Link) -> None:
     run = link.server.read_notify_run(reads(10))
     assert run is not None and run.uniform

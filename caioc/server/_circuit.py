@@ -83,6 +83,7 @@ from ..ca import (
 from ..ca import ProtocolError as _ProtocolError
 from ..ca._circuit import _UPDATABLE_STATES
 from ._data import ChannelData, ChannelError
+from ._data_support import reply_key
 
 if TYPE_CHECKING:
     from ._access import AccessResult
@@ -399,7 +400,7 @@ class CircuitLogic:
         #: (a ChannelData with no getter, no filter), for runs of reads.
         #: Decided when the client connects the channel: a read hook is set
         #: on the channel data before it is served, never later.
-        self.plain: dict[int, dict[tuple[int, int], tuple[Any, int]]] = {}
+        self.plain: dict[int, dict[int, tuple[Any, int]]] = {}
         #: sids of channels this client may not read.
         self.unreadable: set[int] = set()
 
@@ -888,7 +889,7 @@ class CircuitLogic:
             return False
         # encode() honours a non-zero count as it is: same key, same reply
         # (count 0, the current length, is resolved by encode() itself)
-        reply = cache.get((data_type, data_count)) if data_count else None
+        reply = cache.get(data_count << 6 | data_type) if data_count else None  # reply_key
         if reply is None:
             if data_type > _LAST_TYPE:
                 return False
@@ -965,8 +966,9 @@ class CircuitLogic:
             return False  # a getter or filter to run
         # encode() honours a non-zero count as it is: same key, same reply
         hits = False
-        if run.uniform:  # one key for all: no key tuple per read
-            key = (run.data_types[0], run.data_counts[0])
+        if run.uniform:  # one key for all
+            count = run.data_counts[0]
+            key = reply_key(run.data_types[0], count)
             try:
                 replies = list(map(itemgetter(key), caches))
                 hits = True
@@ -978,14 +980,14 @@ class CircuitLogic:
             payloads = list(map(_FIRST, replies))
             size = len(payloads[0])
             joined = b"".join(payloads)
-            if len(joined) != size * len(payloads) or key[1] >= 0xFFFF:
+            if len(joined) != size * len(payloads) or count >= 0xFFFF:
                 return False
             return self._queue_replies(run, size, joined, None)
-        keys = zip(run.data_types, run.data_counts, strict=True)
+        headers = run.headers  # reply_key of each read, a column at a time
+        keys = (headers["data_count"].astype(np.int64) << 6 | headers["data_type"]).tolist()
         try:
             replies = list(map(dict.__getitem__, caches, keys))
         except KeyError:  # some not read since they changed
-            keys = zip(run.data_types, run.data_counts, strict=True)
             replies = list(map(dict.get, caches, keys))
             version = self.core.their_version
             for i, reply in enumerate(replies):

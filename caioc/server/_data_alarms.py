@@ -82,7 +82,7 @@ class ChannelAlarms:
     _archive_last: Any
 
     if TYPE_CHECKING:  # supplied by the channel class
-        _cache: dict[tuple[int, int], tuple[bytes | memoryview, int]]
+        _cache: dict[int, tuple[bytes | memoryview, int]]
         _deadbanded: bool
         _stamp: tuple[int, int]
 

@@ -225,7 +225,8 @@ class ChannelData(ChannelAlarms):
     ) -> None:
         if type(self) is ChannelData or not hasattr(self, "native_type"):
             raise TypeError("ChannelData is abstract: use ChannelDouble, ChannelEnum ...")
-        self._cache: dict[tuple[int, int], tuple[bytes | memoryview, int]] = {}
+        # reply_key(data_type, count) -> (payload, count)
+        self._cache: dict[int, tuple[bytes | memoryview, int]] = {}
         # (data_type, data_count, count 0 means current length) -> id -> (mask, subscription)
         self._groups: dict[tuple[int, int, bool], dict[int, tuple[int, Subscription]]] = {}
         self._group_of: dict[int, tuple[int, int, bool]] = {}
@@ -375,7 +376,7 @@ class ChannelData(ChannelAlarms):
             count = data_count or 1
         else:
             count = resolve_count(data_count, self.length, client_version, self.max_length)
-        key = (data_type, count)
+        key = count << 6 | data_type  # reply_key(data_type, count)
         reply = self._cache.get(key)
         if reply is None:
             reply = self._encode(data_type, count)

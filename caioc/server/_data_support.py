@@ -84,6 +84,17 @@ LIMIT_NAMES = (
 _TEXT = (str, bytes, bytearray, np.str_, np.bytes_)
 
 
+def reply_key(data_type: int, count: int) -> int:
+    """The key of a channel's cached reply of ``count`` elements of ``data_type``.
+
+    One int, not a (type, count) tuple: a thousand reads in a batch look
+    their replies up with it, and an int hashes and compares at once where a
+    tuple hashes both members each time. DBR types are below 64. The hot
+    paths write ``count << 6 | data_type`` inline.
+    """
+    return count << 6 | data_type
+
+
 def limit_as(limit: float | None, native: int) -> float | int:
     """A limit (None: not set) as a GR/CTRL reply of ``native`` values carries it.
 

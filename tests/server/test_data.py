@@ -882,3 +882,20 @@ def test_metadata_left_at_its_defaults_costs_an_instance_nothing() -> None:
     assert given.upper_alarm_severity is AlarmSeverity.MINOR
     given.units = "V"  # set later: the instance's own, the class default untouched
     assert (given.units, plain.units, ChannelDouble(value=0.0).units) == ("V", "", "")
+
+
+def test_replies_are_cached_under_reply_key() -> None:
+    """encode() files each reply under reply_key, the key a run of reads looks up."""
+    from caioc.server._data_support import reply_key
+
+    data = ChannelDouble(value=1.5)
+    keys = set()
+    for data_type in (ChannelType.DOUBLE, ChannelType.TIME_DOUBLE, ChannelType.CTRL_DOUBLE):
+        for count in (1, 3):
+            reply = data.encode(data_type, count, 13)
+            keys.add(reply_key(data_type, count))
+            assert data._cache[reply_key(data_type, count)] is reply
+    assert len(keys) == 6  # one key per (type, count)
+    assert reply_key(ChannelType.CLASS_NAME, 1) != reply_key(ChannelType.STRING, 2)
+    asyncio.run(data.set(2.5))
+    assert not data._cache  # a new value: no stale reply under any key
