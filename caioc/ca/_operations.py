@@ -312,6 +312,11 @@ class _DataCommand(_Operation):
         subscribers: only the header differs.
         """
         size = len(payload)
+        # The enums a caller names these by, as ints (cheaper than _plain_int)
+        if type(data_type) is ChannelType:
+            data_type = int(data_type)
+        if type(p1) is ECA:
+            p1 = int(p1)
         if (
             # The fan-out case, checked at once: plain ints in range, a small
             # padded payload that holds its count. Anything else is checked,
