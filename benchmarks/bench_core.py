@@ -930,12 +930,19 @@ def goals(rows: Sequence[h.Row]) -> list[str]:
     lines = []
     scalar = [r for r in rows if "scalar" in r.tags]
     if scalar:
-        worst = min(scalar, key=lambda r: r.ratio)
-        failing = [r for r in scalar if r.ratio < 3.0]
+        # Judged on the ratio of the medians: each side's median repeat, the
+        # repeats interleaved. The best-of ratio sets each side's luckiest
+        # repeat against the other's, and on a machine whose speed swings
+        # between runs it moved by a quarter for the same code.
+        worst = min(scalar, key=lambda r: r.ratio_median)
+        best_worst = min(scalar, key=lambda r: r.ratio)
+        failing = [r for r in scalar if r.ratio_median < 3.0]
         verdict = "MET" if not failing else f"NOT MET on {len(failing)} of {len(scalar)} rows"
         lines.append(
-            f"Goal: caioc >= 3x caproto on scalar messages -- {verdict} "
-            f"(lowest: {worst.ratio:.2f}x, {worst.group.split(',')[0]} {worst.label})"
+            f"Goal: caioc >= 3x caproto on scalar messages (ratio of the medians) -- {verdict} "
+            f"(lowest: {worst.ratio_median:.2f}x, {worst.group.split(',')[0]} {worst.label}; "
+            f"lowest best-of ratio {best_worst.ratio:.2f}x, "
+            f"{best_worst.group.split(',')[0]} {best_worst.label})"
         )
     refs = {r.label: r for r in rows if "reference" in r.tags}
     memcpy = refs.get("ref: memcpy into a new bytes")
