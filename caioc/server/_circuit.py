@@ -889,7 +889,7 @@ class CircuitLogic:
             return False
         # encode() honours a non-zero count as it is: same key, same reply
         # (count 0, the current length, is resolved by encode() itself)
-        reply = cache.get(data_count << 6 | data_type) if data_count else None  # reply_key
+        reply = cache.get(data_count << 16 | data_type) if data_count else None  # reply_key
         if reply is None:
             if data_type > _LAST_TYPE:
                 return False
@@ -984,7 +984,7 @@ class CircuitLogic:
                 return False
             return self._queue_replies(run, size, joined, None)
         headers = run.headers  # reply_key of each read, a column at a time
-        keys = (headers["data_count"].astype(np.int64) << 6 | headers["data_type"]).tolist()
+        keys = (headers["data_count"].astype(np.int64) << 16 | headers["data_type"]).tolist()
         try:
             replies = list(map(dict.__getitem__, caches, keys))
         except KeyError:  # some not read since they changed

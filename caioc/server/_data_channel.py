@@ -376,7 +376,7 @@ class ChannelData(ChannelAlarms):
             count = data_count or 1
         else:
             count = resolve_count(data_count, self.length, client_version, self.max_length)
-        key = count << 6 | data_type  # reply_key(data_type, count)
+        key = count << 16 | data_type  # reply_key(data_type, count)
         reply = self._cache.get(key)
         if reply is None:
             reply = self._encode(data_type, count)

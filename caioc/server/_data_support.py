@@ -89,10 +89,12 @@ def reply_key(data_type: int, count: int) -> int:
 
     One int, not a (type, count) tuple: a thousand reads in a batch look
     their replies up with it, and an int hashes and compares at once where a
-    tuple hashes both members each time. DBR types are below 64. The hot
-    paths write ``count << 6 | data_type`` inline.
+    tuple hashes both members each time. The type takes the low 16 bits, all
+    a request's type field has: no pair a client can send, valid or not,
+    shares a key with another (an invalid type must miss, and be refused).
+    The hot paths write ``count << 16 | data_type`` inline.
     """
-    return count << 6 | data_type
+    return count << 16 | data_type
 
 
 def limit_as(limit: float | None, native: int) -> float | int:

@@ -896,6 +896,8 @@ def test_replies_are_cached_under_reply_key() -> None:
             keys.add(reply_key(data_type, count))
             assert data._cache[reply_key(data_type, count)] is reply
     assert len(keys) == 6  # one key per (type, count)
-    assert reply_key(ChannelType.CLASS_NAME, 1) != reply_key(ChannelType.STRING, 2)
+    # no two (type, count) a request can carry share a key, valid types or not
+    pairs = [(t, c) for t in (*range(40), 64, 70, 0x7FFF, 0xFFFF) for c in (0, 1, 2, 0xFFFF)]
+    assert len({reply_key(t, c) for t, c in pairs}) == len(pairs)
     asyncio.run(data.set(2.5))
     assert not data._cache  # a new value: no stale reply under any key

@@ -387,3 +387,34 @@ def test_a_read_with_nothing_before_it_is_answered_in_the_receiving_callback() -
             raw.close()
 
     run(scenario)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "as a run"])
+def test_a_read_of_an_invalid_type_is_refused_whatever_the_cache_holds(together: bool) -> None:
+    """An invalid type never finds a cached reply of a valid (type, count).
+
+    Replies are cached under one int per (type, count): type 70 (0b1000110)
+    with count 1 must not find DOUBLE (6) with count 1, cached just before,
+    as ``count << 6 | type`` would. The invalid read gets an ERROR (and the
+    circuit ends, as for any unknown type).
+    """
+    reads = [("W", ChannelType.DOUBLE, 1)] * 8 + [("W", 70, 1)]
+    got: list[tuple[tuple, bytes]] = []
+
+    async def scenario() -> None:
+        async with serving(database()) as server:
+            raw = await Raw.open(server.tcp_port, ["W"])
+            await answers(raw, reads[:1], together=False)  # the DOUBLE x 1 reply is cached
+            requests = [raw.request(n, t, c, ioid) for ioid, (n, t, c) in enumerate(reads)]
+            if together:
+                raw.writer.write(b"".join(requests))
+                got.extend(await raw.replies(len(requests)))
+            else:
+                for request in requests:
+                    raw.writer.write(request)
+                    got.extend(await raw.replies(1))
+            raw.close()
+
+    run(scenario)
+    assert [header[0] for header, _ in got] == [READ_NOTIFY] * 8 + [ERROR]
+    assert all(header[2:4] == (ChannelType.DOUBLE, 1) for header, _ in got[:8])
