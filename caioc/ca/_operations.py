@@ -342,25 +342,12 @@ class _DataCommand(_Operation):
             data_type = int(_check_data_type(data_type, cls.ID.name))
         if type(data_count) is not int or not 0 <= data_count <= _UINT32:
             data_count = _check_uint(data_count, 32, "data_count", cls.ID.name)
-        size = len(payload)
         if size < METADATA_SIZES[data_type] + data_count * VALUE_SIZES[data_type]:
             raise LocalProtocolError(
                 f"{cls.ID.name}: {size} bytes cannot hold {data_count} x DBR {data_type}"
             )
         if size & 7:
             payload = pad_payload(payload)
-            size = len(payload)
-        if (
-            size < _ENCODE_AT_ONCE
-            and data_count < 0xFFFF
-            and type(p1) is int
-            and type(p2) is int
-            and 0 <= p1 <= _UINT32
-            and 0 <= p2 <= _UINT32
-        ):
-            # Fan-out: the header is all that differs per subscriber.
-            header = (cls.ID_INT, size, data_type, data_count, p1, p2)
-            return _new(cls, (*header, payload, _pack_header(*header) + payload))
         return cls._checked(data_type, data_count, p1, p2, payload)
 
     def decode(self) -> tuple[np.ndarray | None, np.ndarray]:

@@ -965,24 +965,21 @@ class CircuitLogic:
         except KeyError:
             return False  # a getter or filter to run
         # encode() honours a non-zero count as it is: same key, same reply
-        hits = False
         if run.uniform:  # one key for all
             count = run.data_counts[0]
-            key = reply_key(run.data_types[0], count)
             try:
-                replies = list(map(itemgetter(key), caches))
-                hits = True
+                replies = list(map(itemgetter(reply_key(run.data_types[0], count)), caches))
             except KeyError:
-                pass
-        if hits:
-            # Each reply was cached under the (type, count) asked for: its count
-            # is that one, and its payload's size is the same for every read.
-            payloads = list(map(_FIRST, replies))
-            size = len(payloads[0])
-            joined = b"".join(payloads)
-            if len(joined) != size * len(payloads) or count >= 0xFFFF:
-                return False
-            return self._queue_replies(run, size, joined, None)
+                pass  # some not read since they changed: the general way below
+            else:
+                # Each reply was cached under the (type, count) asked for: its
+                # count is that one, and its payload's size is the same for all.
+                payloads = list(map(_FIRST, replies))
+                size = len(payloads[0])
+                joined = b"".join(payloads)
+                if len(joined) != size * len(payloads) or count >= 0xFFFF:
+                    return False
+                return self._queue_replies(run, size, joined, None)
         headers = run.headers  # reply_key of each read, a column at a time
         keys = (headers["data_count"].astype(np.int64) << 16 | headers["data_type"]).tolist()
         try:
