@@ -139,6 +139,22 @@ def timed_bus_class() -> type[Any]:
 
             return description, timed
 
+        def _transfers(self, address: int, requests: Any) -> tuple[str, Any]:
+            description, job = super()._transfers(address, requests)
+            slot = SLOT.get()
+            if slot is None:
+                return description, job
+
+            def timed() -> Any:
+                slot[3] = self.last_end
+                slot[1] = perf_counter()
+                try:
+                    return job()
+                finally:
+                    slot[2] = self.last_end = perf_counter()
+
+            return description, timed
+
     return TimedI2CBus
 
 
@@ -328,13 +344,13 @@ def thread_cpu() -> dict[str, float]:
 
 
 def ioc_main(
-    buses: int, stagger: bool, shared: bool, block: bool, profile: str | None = None
+    buses: int, stagger: bool, shared: bool, kind: str, profile: str | None = None
 ) -> None:
     """Serve the devices; answer START / STOP on stdin with figures on stdout."""
     import asyncio
     import threading
 
-    from caioc.hw import Device, I2CBus, reading
+    from caioc.hw import Device, I2CBus, I2CDevice, reading, register_reading
     from caioc.hw.sim import SimulatedI2CBus
     from caioc.ioc import serve
 
@@ -367,7 +383,7 @@ def ioc_main(
             super().__init__(prefix)
 
         async def open(self) -> None:
-            self.chip = self.bus.device(self.address)
+            self.chip = TimedChip(self.bus, self.address)
 
         async def probe(self) -> None:
             await self.chip.read_register_async(0)
@@ -376,6 +392,21 @@ def ioc_main(
             if stagger:  # each device's polls a tenth of a period after the previous one's
                 await asyncio.sleep(PERIOD * (self.address - 0x40) / DEVICES)
             await super().startup()
+
+    class TimedChip(I2CDevice):
+        """Register readings' batches timed, as timed_read times a driver's read."""
+
+        async def read_registers_batch_async(self, requests: Any, *, timeout: Any = None) -> Any:
+            if not measuring:
+                return await super().read_registers_batch_async(requests, timeout=timeout)
+            slot = [time.perf_counter(), 0.0, 0.0, 0.0]
+            SLOT.set(slot)
+            results = await super().read_registers_batch_async(requests, timeout=timeout)
+            queued = time.perf_counter() - slot[0] - (slot[2] - slot[1])
+            handoff.append(queued - max(0.0, slot[3] - slot[0]))
+            with_queue.append(queued)
+            reads[0] += 1
+            return results
 
     def block_reader() -> Callable[[Any], Any]:
         """r0's read: all ten registers in one transfer; r1 ... r9 posted from it."""
@@ -397,7 +428,10 @@ def ioc_main(
 
     attributes: dict[str, Any] = {}
     for index in range(READINGS_PER_DEVICE):
-        if not block:
+        declared: reading
+        if kind == "registers":
+            declared = register_reading(2 * index, ">H", period=PERIOD, timeout=1.0)
+        elif kind == "per-pv":
             declared = reading(0, period=PERIOD, timeout=1.0)
             declared.reader(reader(2 * index))
         elif index == 0:
@@ -528,7 +562,7 @@ def run(
     monitor: bool,
     stagger: bool,
     shared: bool = False,
-    block: bool = False,
+    kind: str = "per-pv",
     profile: str | None = None,
 ) -> dict[str, Any]:
     """One IOC process, two measurement windows; the figures.
@@ -543,8 +577,7 @@ def run(
         argv.append("--stagger")
     if shared:
         argv.append("--shared-schedule")
-    if block:
-        argv.append("--block")
+    argv += ["--kind", kind]
     if profile:
         argv += ["--profile", profile]
     with h.processes() as started:
@@ -598,6 +631,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only the case of one block read per device and period (the others posted)",
     )
+    parser.add_argument(
+        "--registers",
+        action="store_true",
+        help="only the case of register readings (a worker job per device and period)",
+    )
+    parser.add_argument("--kind", default="per-pv", help="the IOC's case (internal)")
     parser.add_argument("--ioc", action="store_true", help=IOC_DOC)
     parser.add_argument("--floor", action="store_true", help="the floor's process (internal)")
     args = parser.parse_args(argv)
@@ -605,28 +644,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor_main(args.seconds or 3.0, args.block)
         return 0
     if args.ioc:
-        ioc_main(args.buses, args.stagger, args.shared_schedule, args.block, args.profile)
+        ioc_main(args.buses, args.stagger, args.shared_schedule, args.kind, args.profile)
         return 0
     seconds = args.seconds or (3.0 if args.quick else 20.0)
-    # (label, a client monitors, shared schedule, one block read per device)
+    # (label, a client monitors, shared schedule, the devices' readings)
     cases = [
-        ("a read per PV", False, False, False),
-        ("a read per PV, shared schedule", False, True, False),
-        ("a block read per device", False, False, True),
+        ("a read per PV", False, False, "per-pv"),
+        ("a read per PV, shared schedule", False, True, "per-pv"),
+        ("register readings, a job per device", False, False, "registers"),
+        ("register readings, shared schedule", False, True, "registers"),
+        ("a block read per device", False, False, "block"),
     ]
     if args.shared_schedule:
         cases = [case for case in cases if case[2]]
-    if args.block:
-        cases = [case for case in cases if case[3]]
+    if args.block or args.registers:
+        chosen = {"block"} if args.block else {"registers"}
+        cases = [case for case in cases if case[3] in chosen]
     if args.monitor:
-        cases.append(("pyepics monitors all", True, args.shared_schedule, args.block))
+        cases.append(("pyepics monitors all", True, args.shared_schedule, cases[0][3]))
     rows = []
     figures: dict[str, Any] = {}
-    for label, monitor, shared, block in cases:
+    for label, monitor, shared, kind in cases:
         print(f"{label}: 2 x {seconds:g} s windows ...", file=sys.stderr)
         profiled = not monitor and args.profile and label == cases[0][0]
         profile = str(Path(args.profile).resolve()) if profiled else None
-        result = run(seconds, args.buses, monitor, args.stagger, shared, block, profile)
+        result = run(seconds, args.buses, monitor, args.stagger, shared, kind, profile)
         handoff_ms = 1e3 * statistics.median(result["handoff"]) if result["handoff"] else math.nan
         queued_ms = (
             1e3 * statistics.median(result["with_queue"]) if result["with_queue"] else math.nan
@@ -661,8 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(result["errors"]),
             ]
         )
-    for block in sorted({case[3] for case in cases}):
-        label = "floor: bare asyncio, " + ("a block read per device" if block else "a read per PV")
+    # A job per device and tick (register readings, block reads), or a job per read.
+    for block in sorted({case[3] != "per-pv" for case in cases}):
+        label = "floor: bare asyncio, " + ("a job per device" if block else "a read per PV")
         print(f"{label}: {seconds:g} s window ...", file=sys.stderr)
         floor_cpu = floor_run(seconds, block)
         figures[label] = {"cpu_percent": floor_cpu}

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         VirtualClock,
         VirtualClockStalled,
     )
-    from ._device import Device, reading, setting
+    from ._device import Device, reading, register_reading, setting
     from ._errors import (
         BackendUnavailable,
         BadReply,
@@ -120,6 +120,7 @@ __all__ = [
     "load_backend",
     "parse_pin",
     "reading",
+    "register_reading",
     "setting",
 ]
 
@@ -135,7 +136,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "VirtualClock",
         "VirtualClockStalled",
     ),
-    "._device": ("Device", "reading", "setting"),
+    "._device": ("Device", "reading", "register_reading", "setting"),
     "._errors": (
         "BackendUnavailable",
         "BadReply",

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -50,9 +51,9 @@ from .._tasks import stop_tasks
 from ..ca import ECA, AlarmSeverity, AlarmStatus
 from ..ioc import PVGroup, pvproperty
 from ..server import ChannelData, ChannelError
-from ._errors import DeviceUnplugged, HardwareError
+from ._errors import BadReply, DeviceUnplugged, HardwareError
 
-__all__ = ["Device", "reading", "setting"]
+__all__ = ["Device", "reading", "register_reading", "setting"]
 
 log = logging.getLogger("caioc.hw")
 
@@ -142,6 +143,94 @@ class setting(pvproperty):
         return self
 
 
+class register_reading(reading):
+    """A reading of a chip register, read by the framework: there is no reader to write.
+
+    *register* is the register's address (a byte, or the bytes to write
+    for chips with wider addresses); *format* a :mod:`struct` format of
+    one value (``">h"``: a big-endian signed 16-bit word), whose size is
+    the number of bytes read. The value is ``raw * scale + offset`` (a
+    float when either is given), or what a :meth:`decoder` makes of the
+    bytes. *port* names the device's attribute that reads the register:
+    an :class:`~caioc.hw.I2CDevice` (``chip`` by default, as
+    ``I2CSensor`` has)::
+
+        class TMP117(I2CSensor):
+            temperature = register_reading(0x00, ">h", scale=0.0078125, units="degC")
+            config = register_reading(0x01, ">H", period=10.0)
+
+    The register readings of a device that share a port, a period and a
+    timeout are polled together: each tick reads them, one transfer
+    each, in one job of the bus worker (one thread hand-off for the lot),
+    and a register that fails fails its own reading only. A read on
+    demand (``.PROC``, after a reconnect) reads the one register.
+    """
+
+    def __init__(
+        self,
+        register: int | bytes,
+        format: str = ">H",
+        value: Any = None,
+        *,
+        scale: float | None = None,
+        offset: float = 0.0,
+        port: str = "chip",
+        **options: Any,
+    ) -> None:
+        layout = struct.Struct(format)
+        if value is None:
+            floating = scale is not None or offset != 0.0 or format[-1:] in ("e", "f", "d")
+            value = 0.0 if floating else 0
+        super().__init__(value, **options)
+        if isinstance(register, int) and not 0 <= register <= 0xFF:
+            raise ValueError(f"register {register!r} is not a byte; give wider addresses as bytes")
+        self.register = register
+        self.format = format
+        self.size = layout.size
+        self.scale = scale
+        self.offset = offset
+        self.port = port
+        self.decode_function: Callable[[Any, bytes], Any] | None = None
+        self._unpack = layout.unpack
+        self.read_function = self._read_one
+
+    def decoder(self, function: Callable[[Any, bytes], Any]) -> register_reading:
+        """``def f(self, raw) -> value``: how the register's bytes become the value."""
+        self.decode_function = function
+        return self
+
+    @property
+    def batched(self) -> bool:
+        """True unless a :meth:`reader` of the driver's own replaced the register read."""
+        return getattr(self.read_function, "__func__", None) is register_reading._read_one
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        super().__set_name__(owner, attribute)
+        # The class body has run, decorators and all: the declaration is complete.
+        if self.decode_function is None and len(self._unpack(bytes(self.size))) != 1:
+            raise TypeError(
+                f"{owner.__name__}.{attribute}: format {self.format!r} gives several "
+                "values; give the reading a decoder"
+            )
+
+    def decode(self, device: Any, raw: bytes) -> Any:
+        """The value of the register's bytes *raw* (a ValueError when they make none)."""
+        if self.decode_function is not None:
+            return self.decode_function(device, raw)
+        (number,) = self._unpack(raw)
+        if self.scale is None and self.offset == 0.0:
+            return number
+        return number * (1.0 if self.scale is None else self.scale) + self.offset
+
+    async def _read_one(self, device: Any) -> Any:
+        (raw,) = await getattr(device, self.port).read_registers_batch_async(
+            [(self.register, self.size)], timeout=self.timeout
+        )
+        if isinstance(raw, Exception):
+            raise raw
+        return self.decode(device, raw)
+
+
 class Device(PVGroup):
     """Hardware behind PVs; subclasses implement the lifecycle hooks."""
 
@@ -213,13 +302,24 @@ class Device(PVGroup):
         loop = asyncio.get_running_loop()
         # One schedule for all polls: readings of one period come due together.
         self._poll_start = loop.time()
+        # Register readings of one port, period and timeout: one poll, one worker job a tick.
+        groups: dict[tuple[str, float, float], list[tuple[str, register_reading]]] = {}
         for attribute, declared in self._declared():
             if not isinstance(declared, reading):
                 continue
             if declared.period is not None and declared.read_function is not None:
-                self._loops.append(loop.create_task(self._poll(attribute, declared)))
+                if isinstance(declared, register_reading) and declared.batched:
+                    key = (declared.port, declared.period, declared.timeout)
+                    groups.setdefault(key, []).append((attribute, declared))
+                else:
+                    poll = self._poll(declared.period, self._poll_read, attribute, declared)
+                    self._loops.append(loop.create_task(poll))
             if declared.stale_after is not None:
                 self._loops.append(loop.create_task(self._watch_stale(attribute, declared)))
+        for (port, period, timeout), group in groups.items():
+            requests = [(declared.register, declared.size) for _, declared in group]
+            poll = self._poll(period, self._poll_registers, port, timeout, group, requests)
+            self._loops.append(loop.create_task(poll))
 
     async def shutdown(self) -> None:
         """Stop polling and reconnecting, then close the device (idempotent)."""
@@ -294,12 +394,14 @@ class Device(PVGroup):
 
     # -- readings ---------------------------------------------------------------------
 
-    async def _poll(self, attribute: str, declared: reading) -> None:
-        assert declared.period is not None and declared.read_function is not None
+    async def _poll(self, period: float, read: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Every *period* s while online: ``await read(loop, task, woken, *args)``.
+
+        *woken* is the loop time the tick began (reads time out from it).
+        """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        period = declared.period
         # The first read at once; then at start + n periods, n = 1, 2 ... or,
         # on the shared schedule, at the multiples of the period to come (the
         # same times, to the bit, in every device: see shared_schedule).
@@ -309,7 +411,7 @@ class Device(PVGroup):
             start, tick = 0.0, math.floor(woken / period) + 1
         while True:
             if self._online:
-                await self._poll_read(loop, task, attribute, declared, woken + declared.timeout)
+                await read(loop, task, woken, *args)
             next_time = start + tick * period
             tick += 1
             if next_time > loop.time():
@@ -338,11 +440,11 @@ class Device(PVGroup):
         self,
         loop: asyncio.AbstractEventLoop,
         task: asyncio.Task[Any],
+        woken: float,
         attribute: str,
         declared: reading,
-        deadline: float,
     ) -> None:
-        """One polled read, cancelled (a TimeoutError) if it has not ended by *deadline*.
+        """One polled read, cancelled (a TimeoutError) if not ended ``timeout`` after *woken*.
 
         The reads of one poll tick share their deadline (the tick's time
         plus the timeout), and so one loop timer, where ``asyncio.timeout``
@@ -351,6 +453,7 @@ class Device(PVGroup):
         elsewhere (shutdown) that comes meanwhile still goes through.
         """
         assert declared.read_function is not None
+        deadline = woken + declared.timeout
         reads = self._reads.get(deadline)
         if reads is None:
             reads = self._reads[deadline] = set()
@@ -376,6 +479,49 @@ class Device(PVGroup):
             await self._read_succeeded(attribute, value)
             return
         await self._read_failed(attribute, declared, error)
+
+    async def _poll_registers(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[Any],
+        woken: float,
+        port: str,
+        timeout: float,
+        group: list[tuple[str, register_reading]],
+        requests: list[tuple[int | bytes, int]],
+    ) -> None:
+        """One tick of a group of register readings: one worker job reads them all.
+
+        A failed register (a NACK) fails its own reading; a failure of the
+        whole job (the bus timed out, closed) fails each of them, as the
+        same failures of separate reads would.
+        """
+        try:
+            results: list[Any] = await getattr(self, port).read_registers_batch_async(
+                requests, timeout=timeout
+            )
+            if len(results) != len(group):  # a port of the driver's own that miscounts
+                raise BadReply(f"{port}: {len(results)} results for {len(group)} registers")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            for attribute, declared in group:
+                if not self._online:
+                    return  # gone offline: every reading has its COMM alarm
+                await self._read_failed(attribute, declared, error)
+            return
+        for (attribute, declared), raw in zip(group, results, strict=True):
+            if not self._online:
+                return
+            if isinstance(raw, Exception):
+                await self._read_failed(attribute, declared, raw)
+                continue
+            try:
+                value = declared.decode(self, raw)
+            except Exception as error:
+                await self._read_failed(attribute, declared, error)
+                continue
+            await self._read_succeeded(attribute, value)
 
     def _time_out_reads(self, deadline: float) -> None:
         for task in self._reads.pop(deadline, ()):

@@ -34,9 +34,10 @@ example on an SMBus-only adapter that has no ``i2c_rdwr``.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
 from smbus2 import SMBus, i2c_msg
@@ -428,6 +429,105 @@ class I2CBus(WorkerBus):
         """Like :meth:`write_block`, awaiting the worker."""
         await self.write_then_read_async(address, bytes([register]) + bytes(data), 0)
 
+    # Several transfers in one worker job: one thread hand-off for them all.
+
+    def transfers(
+        self,
+        address: int,
+        requests: Sequence[tuple[Buffer, int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[bytes | HardwareError]:
+        """Run the write-then-read transfers *requests* (``(data, length)`` each) back to back.
+
+        They are separate transfers (each with its own stop), run on the
+        worker as one job, so the calling thread and the worker meet once
+        for all of them. Each item of the result is the bytes read (``b""``
+        for a plain write) or, if that transfer failed, its
+        :class:`~caioc.hw.HardwareError` (a NACK ...): the transfers after a
+        failed one still run. Each counts as one call in :attr:`stats`.
+        *timeout* (default: the bus timeout) bounds them all together;
+        past it, or if the bus is closed, the call raises for all of them.
+        """
+        description, job = self._transfers(address, requests)
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            results = self._worker.call(job, description, limit, count=False)
+        except Exception as error:
+            self._count(error, len(requests))
+            raise
+        self._count(results, 0)
+        return results
+
+    async def transfers_async(
+        self,
+        address: int,
+        requests: Sequence[tuple[Buffer, int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[bytes | HardwareError]:
+        """Like :meth:`transfers`, awaiting the worker."""
+        description, job = self._transfers(address, requests)
+        if self._worker.closed:
+            raise DeviceClosed(f"{self.name} is closed", source=self.name)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            results = await self._worker.call_async(job, description, limit, count=False)
+        except asyncio.CancelledError:
+            raise  # the caller gave up: no outcome, counted nowhere
+        except Exception as error:
+            self._count(error, len(requests))
+            raise
+        self._count(results, 0)
+        return results
+
+    def _transfers(
+        self, address: int, requests: Sequence[tuple[Buffer, int]]
+    ) -> tuple[str, Callable[[], list[bytes | HardwareError]]]:
+        """(description, job) of :meth:`transfers`: the prepared transfers run in turn."""
+        if not requests:
+            raise ValueError("no transfers to run")
+        jobs = [self._transfer(address, data, length)[1] for data, length in requests]
+
+        def run() -> list[bytes | HardwareError]:
+            results: list[bytes | HardwareError] = []
+            append = results.append
+            for job in jobs:
+                try:
+                    append(job())
+                except HardwareError as error:  # translated by the job: this transfer's outcome
+                    append(error)
+            return results
+
+        return _describe_transfers(address, len(jobs)), run
+
+    def _count(self, outcome: list[bytes | HardwareError] | BaseException, calls: int) -> None:
+        """Count the transfers of one :meth:`transfers` call in :attr:`stats`.
+
+        *outcome* is the list of results (each counted by itself) or the
+        error that ended all *calls* of them.
+        """
+        stats = self._worker.stats
+        if isinstance(outcome, BaseException):
+            for _ in range(calls):
+                stats.record_failure(outcome)
+            return
+        for result in outcome:
+            if isinstance(result, HardwareError):
+                stats.record_failure(result)
+            else:
+                stats.record_success()
+
+
+def _register_requests(requests: Sequence[tuple[int | bytes, int]]) -> list[tuple[bytes, int]]:
+    """``(register, length)`` pairs as ``(bytes written, length)`` transfers."""
+    return [
+        (register if isinstance(register, bytes) else bytes((register,)), length)
+        for register, length in requests
+    ]
+
 
 @functools.lru_cache(maxsize=256)
 def _describe_transfer(address: int, written: int, read: int) -> str:
@@ -437,6 +537,12 @@ def _describe_transfer(address: int, written: int, read: int) -> str:
     if written:
         return f"write {written} bytes at 0x{address:02x}"
     return f"read {read} bytes at 0x{address:02x}"
+
+
+@functools.lru_cache(maxsize=256)
+def _describe_transfers(address: int, count: int) -> str:
+    """What a call of :meth:`I2CBus.transfers` is called in errors."""
+    return f"{count} transfers at 0x{address:02x}"
 
 
 def _window(buffer: Buffer, start: int, end: int | None) -> memoryview:
@@ -554,6 +660,28 @@ class I2CDevice(BusDevice):
         self._check()
         # The bus's read_block_async, one coroutine less: polls come through here.
         return await self.bus._transfer_async(self.address, bytes((register,)), length)
+
+    def read_registers_batch(
+        self, requests: Sequence[tuple[int | bytes, int]], *, timeout: float | None = None
+    ) -> list[bytes | HardwareError]:
+        """Read several registers, each ``(register, length)`` its own transfer, in one worker job.
+
+        A register is a byte (an int) or, for chips with wider register
+        addresses, the bytes to write. Each item of the result is the bytes
+        read or that read's :class:`~caioc.hw.HardwareError`; see
+        :meth:`I2CBus.transfers`.
+        """
+        self._check()
+        return self.bus.transfers(self.address, _register_requests(requests), timeout=timeout)
+
+    async def read_registers_batch_async(
+        self, requests: Sequence[tuple[int | bytes, int]], *, timeout: float | None = None
+    ) -> list[bytes | HardwareError]:
+        """Like :meth:`read_registers_batch`, awaiting the bus worker."""
+        self._check()
+        return await self.bus.transfers_async(
+            self.address, _register_requests(requests), timeout=timeout
+        )
 
     def write_registers(self, register: int, data: Buffer) -> None:
         """Write *data* to *register* on, in one transfer."""

@@ -12,7 +12,7 @@ from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
 from caioc.client import ClientConfig, Context, ServerError
-from caioc.hw import BadReply, Device, I2CBus, reading, setting
+from caioc.hw import BadReply, Device, I2CBus, reading, register_reading, setting
 from caioc.hw.sim import SimulatedI2CBus, SimulatedI2CDevice
 from caioc.server import Server
 
@@ -80,6 +80,14 @@ class Thermometer(OnSimulatedI2C, Device):
     @setpoint.writer
     async def setpoint(self, value: float) -> None:  # type: ignore[no-redef]
         await self.chip.write_registers_async(0x10, struct.pack(">h", round(value * 256)))
+
+
+class RegisterThermometer(Thermometer):
+    """The same thermometer, its temperature a register reading: no reader written."""
+
+    temperature = register_reading(
+        0x00, ">h", scale=1 / 256, units="degC", precision=2, period=0.02, timeout=0.5
+    )
 
 
 def alarm(device: Thermometer) -> tuple[AlarmStatus, AlarmSeverity]:
@@ -192,7 +200,7 @@ import asyncio, sys
 sys.path.insert(0, "tests")  # the test modules' shared helpers
 from caioc.hw.sim import SimulatedI2CBus
 from caioc.ioc import pvproperty, serve
-from tests.hw.test_device import Thermometer, make_chip
+from tests.hw.test_device import {device} as Thermometer, make_chip
 
 sim = SimulatedI2CBus()
 chip = sim.attach(make_chip())
@@ -219,12 +227,13 @@ asyncio.run(main())
 """
 
 
-def test_the_c_client_sees_value_then_alarm_then_recovery() -> None:
+@pytest.mark.parametrize("device", ["Thermometer", "RegisterThermometer"])
+def test_the_c_client_sees_value_then_alarm_then_recovery(device: str) -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
     from peers import ca_environment, free_port, process_until_ready, run_pyepics
 
     env = ca_environment(free_port(), free_port())
-    with process_until_ready(IOC, env, ready="PVs:"):
+    with process_until_ready(IOC.format(device=device), env, ready="PVs:"):
         result = run_pyepics(
             """
             pv = epics.PV("rig:temperature", form="time")

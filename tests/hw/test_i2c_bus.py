@@ -421,3 +421,74 @@ def test_real_clock_async_calls_queued_at_close_fail_as_closed() -> None:
             await hung
 
     asyncio.run(main())
+
+
+# -- several transfers in one worker job ------------------------------------------------
+
+
+def test_transfers_run_in_order_and_a_failed_one_is_its_own_result(
+    bus: I2CBus, sensor: SimulatedI2CDevice
+) -> None:
+    before = bus.stats.snapshot()
+    sensor.transactions.clear()
+    results = bus.transfers(0x48, [(b"\x00", 2), (b"\x10\xaa", 0), (b"\x02", 1)])
+    assert results == [b"\x12\x34", b"", b"\x56"]
+    assert sensor.peek(0x10) == b"\xaa"  # the plain write in the middle ran
+    assert [kind for kind, _ in sensor.transactions] == ["write", "read", "write", "write", "read"]
+    # A NACK (the next access) fails the first transfer; the ones after it still run.
+    sensor.faults.nack_next(1)
+    sensor.poke(0x00, [0x01, 0x02])
+    first, second, third = bus.transfers(0x48, [(b"\x02", 1), (b"\x00", 2), (b"\x01", 1)])
+    assert isinstance(first, NoAcknowledge) and first.kind is AlarmStatus.READ
+    assert second == b"\x01\x02" and third == b"\x02"
+    after = bus.stats.snapshot()
+    assert after.transactions - before.transactions == 3 + 3  # each transfer counted
+    assert after.errors - before.errors == 1
+    with pytest.raises(ValueError, match="no transfers"):
+        bus.transfers(0x48, [])
+
+
+def test_transfers_share_one_deadline_and_fail_together_when_it_passes() -> None:
+    _, chip, bus = real_bus(timeout=0.1)
+
+    async def main() -> None:
+        chip.faults.hang_next()  # the first access hangs until released
+        with pytest.raises(BusTimeout, match=r"2 transfers at 0x48 did not finish within 0\.05"):
+            await bus.transfers_async(0x48, [(b"\x00", 1), (b"\x01", 1)], timeout=0.05)
+        await until(lambda: not chip.faults.pending, "the hung access")
+        chip.faults.release_hangs()
+        assert await bus.transfers_async(0x48, [(b"\x00", 1)]) == [b"\x07"]
+
+    with bus:
+        asyncio.run(main())
+        assert bus.stats.transactions == 3 and bus.stats.timeouts == 2  # one per transfer
+    with pytest.raises(DeviceClosed):
+        bus.transfers(0x48, [(b"\x00", 1)])
+    with pytest.raises(DeviceClosed):
+        asyncio.run(bus.transfers_async(0x48, [(b"\x00", 1)]))
+
+
+class WideRegisters(SimulatedI2CDevice):
+    """A part with 16-bit register addresses (an EEPROM, a ToF sensor): 2 pointer bytes."""
+
+    def handle_write(self, data: bytes) -> None:
+        self.pointer = int.from_bytes(data[:2], "big") % len(self.registers)
+        self.write_registers(data[2:])
+
+
+def test_a_device_reads_registers_in_one_batch(bus: I2CBus, sim_bus: SimulatedI2CBus) -> None:
+    wide = sim_bus.attach(WideRegisters(0x50, size=0x400))
+    wide.poke(0x0123, [0xBE, 0xEF])
+    device = bus.device(0x50)
+    assert device.read_registers_batch([(b"\x01\x23", 2), (b"\x01\x24", 1)]) == [
+        b"\xbe\xef",
+        b"\xef",
+    ]
+    wide.poke(0x0002, [0x42])
+    assert asyncio.run(device.read_registers_batch_async([(0x00, 1)], timeout=0.2)) == [b"\x00"]
+    assert device.read_registers_batch([(b"\x00\x02", 1)]) == [b"\x42"]
+    with pytest.raises(ValueError):
+        device.read_registers_batch([(0x100, 1)])  # not a byte: give the bytes
+    device.close()
+    with pytest.raises(DeviceClosed):
+        device.read_registers_batch([(0x00, 1)])

@@ -1,0 +1,298 @@
+"""Register readings: registers declared, not read by hand, polled one worker job a tick."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Any
+
+import pytest
+from waiting import run, until
+
+from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
+from caioc.hw import Device, I2CDevice, register_reading
+from caioc.hw.sim import SimulatedI2CBus, SimulatedI2CDevice
+
+from .test_device import OnSimulatedI2C, make_chip
+
+FAST = dict(period=0.02, timeout=0.5)
+
+
+class SpyChip(I2CDevice):
+    """An I2CDevice that notes the registers of every batch it is asked for."""
+
+    batches: list[list[tuple[int | bytes, int]]]
+    miscount = False  # return one result too few
+
+    async def read_registers_batch_async(self, requests: Any, *, timeout: Any = None) -> Any:
+        self.batches.append(list(requests))
+        results = await super().read_registers_batch_async(requests, timeout=timeout)
+        return results[:-1] if self.miscount else results
+
+
+class Registers(OnSimulatedI2C, Device):
+    """Five fast registers (one group) and a slow one (a group of its own)."""
+
+    comm_failures = 3
+    reconnect_delays = (0.02, 2.0, 0.1)
+
+    temperature = register_reading(0x00, ">h", scale=1 / 256, units="degC", **FAST)
+    raw = register_reading(0x02, ">H", **FAST)
+    offsetted = register_reading(0x04, "b", offset=100.0, **FAST)
+    words = register_reading(0x0C, ">2H", **FAST)  # two values: a decoder makes one
+    ratio = register_reading(0x06, ">BB", 0.0, **FAST)
+    slow = register_reading(0x0A, "B", period=30.0)
+
+    @words.decoder
+    def words(self, raw: bytes) -> int:  # type: ignore[no-redef]
+        high, low = struct.unpack(">2H", raw)
+        return high << 16 | low
+
+    @ratio.decoder
+    def ratio(self, raw: bytes) -> float:  # type: ignore[no-redef]
+        numerator, denominator = raw
+        return numerator / denominator  # 0: a ZeroDivisionError, a CALC alarm
+
+    def __init__(self, bus: SimulatedI2CBus, prefix: str = "reg:") -> None:
+        self.sim_bus = bus
+        self.bus = None
+        self.batches: list[list[tuple[int | bytes, int]]] = []
+        self.opens = 0
+        super().__init__(prefix)
+
+    async def open(self) -> None:
+        self.opens += 1
+        await super().open()
+        assert self.bus is not None
+        self.chip = SpyChip(self.bus, self.address)
+        self.chip.batches = self.batches
+
+
+FAST_BATCH = [(0x00, 2), (0x02, 2), (0x04, 1), (0x0C, 4), (0x06, 2)]
+
+
+class FlakyRegister(SimulatedI2CDevice):
+    """A register map that NACKs every read of register ``bad`` (None: none)."""
+
+    bad: int | None = None
+
+    def handle_read(self, length: int) -> bytes:
+        if self.pointer == self.bad:
+            raise OSError(errno.EREMOTEIO, "Remote I/O error")
+        return super().handle_read(length)
+
+
+def make_registers() -> FlakyRegister:
+    chip = make_chip()
+    chip.__class__ = FlakyRegister
+    chip.poke(0x00, struct.pack(">hHbxBBxxB", 5504, 0xBEEF, -3, 3, 4, 9))
+    chip.poke(0x0C, struct.pack(">HH", 1, 2))
+    return chip
+
+
+def alarm(device: Device, attribute: str) -> tuple[AlarmStatus, AlarmSeverity]:
+    channel: Any = getattr(device, attribute)
+    return channel.alarm_status, channel.alarm_severity
+
+
+GOOD = (AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM)
+
+
+def test_registers_are_decoded_and_each_group_is_read_in_one_batch() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        sim.attach(make_registers())
+        device = Registers(sim)
+        assert alarm(device, "raw") == (AlarmStatus.UDF, AlarmSeverity.INVALID)
+        assert isinstance(device.raw.value, int) and isinstance(device.temperature.value, float)
+        await device.startup()
+        try:
+            await until(lambda: len(device.batches) >= 5, "a few ticks")
+            assert device.temperature.value == 21.5
+            assert device.raw.value == 0xBEEF
+            assert device.offsetted.value == 97.0
+            assert device.ratio.value == 0.75
+            assert device.slow.value == 9
+            assert device.words.value == 0x10002
+            for attribute in ("temperature", "raw", "offsetted", "words", "ratio", "slow"):
+                assert alarm(device, attribute) == GOOD, attribute
+            assert device.error_count.value == 0
+            # One batch a tick for the fast group, the slow one read by itself.
+            assert device.batches[0] in (FAST_BATCH, [(0x0A, 1)])
+            assert device.batches.count([(0x0A, 1)]) == 1
+            assert all(batch == FAST_BATCH for batch in device.batches if len(batch) > 1)
+        finally:
+            await device.shutdown()
+
+    run(scenario)
+
+
+def test_a_failed_register_fails_its_own_reading_only() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_registers())
+        device = Registers(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.raw.value == 0xBEEF, "the first reading")
+            stamp = device.temperature.timestamp
+            chip.bad = 0x00  # the batch's first register fails from now on
+            await until(lambda: alarm(device, "temperature")[0] != AlarmStatus.NO_ALARM, "NACK")
+            assert alarm(device, "temperature") == (AlarmStatus.READ, AlarmSeverity.INVALID)
+            assert device.temperature.value == 21.5 and device.temperature.timestamp == stamp
+            assert "NoAcknowledge" in device.last_error.value
+            chip.poke(0x02, [0x12, 0x34])  # the readings after it in the batch go on
+            await until(lambda: device.raw.value == 0x1234, "the next register")
+            assert alarm(device, "raw") == GOOD
+            assert alarm(device, "temperature")[0] == AlarmStatus.READ
+            # A good read after each failure: never disconnected, never reopened.
+            assert device.connected.value == 1 and device.opens == 1
+            chip.bad = None
+            await until(lambda: alarm(device, "temperature") == GOOD, "the next good read")
+            # A decoder's error: CALC on its own reading, the others keep their value.
+            chip.poke(0x07, [0])
+            await until(lambda: alarm(device, "ratio")[0] == AlarmStatus.CALC, "CALC")
+            assert device.ratio.value == 0.75
+            assert alarm(device, "raw") == GOOD and alarm(device, "offsetted") == GOOD
+        finally:
+            await device.shutdown()
+
+    run(scenario)
+
+
+class ImpatientRegisters(Registers):
+    comm_failures = 100  # a 0.3 s hang fails many ticks in a row: TIMEOUT, not COMM
+    temperature = register_reading(0x00, ">h", scale=1 / 256, period=0.02, timeout=0.05)
+    raw = register_reading(0x02, ">H", period=0.02, timeout=0.05)
+
+
+def test_a_hung_batch_times_out_each_reading_of_it_and_polling_goes_on() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_registers())
+        device = ImpatientRegisters(sim, prefix="impatient:")
+        await device.startup()
+        try:
+            await until(lambda: device.raw.value == 0xBEEF, "the first reading")
+            # The (50 ms) batch of temperature and raw hangs for 0.3 s.
+            chip.faults.hang_next(1, seconds=0.3)
+            await until(lambda: alarm(device, "raw")[0] == AlarmStatus.TIMEOUT, "TIMEOUT")
+            await until(lambda: alarm(device, "temperature")[0] == AlarmStatus.TIMEOUT, "both")
+            assert device.raw.value == 0xBEEF
+            assert "BusTimeout" in device.last_error.value
+            chip.poke(0x02, [0x00, 0x07])
+            await until(lambda: device.raw.value == 7, "the polls after the hang")
+            await until(lambda: alarm(device, "temperature") == GOOD, "recovery")
+        finally:
+            await device.shutdown()
+
+    run(scenario)
+
+
+def test_an_unplugged_chip_is_comm_on_every_reading_and_comes_back() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_registers())
+        device = Registers(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.raw.value == 0xBEEF, "the first reading")
+            chip.unplug()  # NACKs from now on: 3 failures in one batch take it offline
+            await until(lambda: device.connected.value == 0, "disconnection")
+            for attribute in ("temperature", "raw", "offsetted", "words", "ratio", "slow"):
+                assert alarm(device, attribute) == (AlarmStatus.COMM, AlarmSeverity.INVALID)
+            chip.poke(0x0A, [10])
+            chip.replug(reset=False)
+            await until(lambda: device.connected.value == 1, "reconnection")
+            # After a reconnect every reading is read at once, the slow one too.
+            await until(lambda: device.slow.value == 10, "the slow register at once")
+            await until(lambda: alarm(device, "raw") == GOOD, "the polls again")
+        finally:
+            await device.shutdown()
+
+    run(scenario)
+
+
+def test_proc_reads_one_register_now() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_registers())
+        device = Registers(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.slow.value == 9, "the first reading")
+            chip.poke(0x0A, [42])
+            proc = device.pvdb["reg:slow.PROC"]
+            await proc.write(ChannelType.CHAR, 1, b"\x01")
+            await until(lambda: device.slow.value == 42, "the value PROC read")
+            assert device.batches.count([(0x0A, 1)]) == 2  # the start-up read, and PROC's
+        finally:
+            await device.shutdown()
+
+    run(scenario)
+
+
+class OwnReader(Registers):
+    """A register reading whose driver reads it its own way: polled as any reading."""
+
+    raw = register_reading(0x02, ">H", **FAST)
+
+    @raw.reader
+    async def raw(self) -> int:  # type: ignore[no-redef]
+        return int.from_bytes(await self.chip.read_registers_async(0x03, 1), "big") + 1000
+
+
+def test_a_reader_of_its_own_replaces_the_register_read() -> None:
+    assert not OwnReader.raw.batched and Registers.raw.batched  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        sim.attach(make_registers())
+        device = OwnReader(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.raw.value == 0xEF + 1000, "the driver's read")
+            await until(lambda: len(device.batches) >= 3, "a few ticks")
+            fast = [(0x00, 2), (0x04, 1), (0x0C, 4), (0x06, 2)]
+            assert all(batch == fast for batch in device.batches if len(batch) > 1)
+        finally:
+            await device.shutdown()
+
+    run(scenario)
+
+
+def test_declarations_are_checked() -> None:
+    with pytest.raises(ValueError, match="not a byte"):
+        register_reading(0x100, ">H")
+    with pytest.raises(struct.error):
+        register_reading(0x00, ">Q?x!")
+    assert register_reading(b"\x01\x00", ">f").value == 0.0
+    assert register_reading(0x00, ">H", value=7).value == 7
+    # Several values from one format need a decoder, said when the class is made.
+    with pytest.raises((TypeError, RuntimeError)) as caught:  # RuntimeError before 3.12
+        type("Pair", (Device,), {"both": register_reading(0x00, ">hh")})
+    error = caught.value if isinstance(caught.value, TypeError) else caught.value.__cause__
+    assert "Pair.both: format '>hh' gives several values" in str(error)
+    pair = register_reading(0x00, ">hh")
+    pair.decoder(lambda device, raw: sum(struct.unpack(">hh", raw)))
+    assert type("Pair", (Device,), {"both": pair}).both is pair  # type: ignore[attr-defined]
+
+
+def test_a_port_that_miscounts_its_results_fails_the_readings_and_polling_goes_on() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        chip = sim.attach(make_registers())
+        device = Registers(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.raw.value == 0xBEEF, "the first reading")
+            device.chip.miscount = True
+            await until(lambda: device.error_count.value > 0, "the failure")
+            assert "4 results for 5" in device.last_error.value
+            assert alarm(device, "raw")[1] == AlarmSeverity.INVALID
+            chip.poke(0x02, [0x00, 0x05])  # reconnected (a fresh chip object): polled again
+            await until(lambda: device.raw.value == 5 and alarm(device, "raw") == GOOD, "polls")
+        finally:
+            await device.shutdown()
+
+    run(scenario)
