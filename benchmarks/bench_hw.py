@@ -9,6 +9,14 @@ read is a 2-byte register read (``read_registers_async``: one ``i2c_rdwr``
 with a repeated start) whose value changes on every read, so every poll
 posts a new value.
 
+The register-readings cases declare the same ten registers as
+``register_reading``s: no driver code, one transfer per PV still (1000
+a second), but each device's ten reads of a tick go to the bus worker as
+one job and come back as one result, so a tick costs one task step per
+device instead of two per PV. They run on the device's own schedule and
+on the shared one (``Device.shared_schedule``), where the ten devices'
+ticks fall together as an EPICS IOC scans the records of one period.
+
 Another case reads each device's ten registers in one 20-byte transfer
 (``r0`` is polled and posts ``r1`` ... ``r9`` from the same bytes, as the
 BME280 and SHT3x drivers post their companion readings): 100 PVs at 10 Hz
@@ -59,7 +67,8 @@ and the bus worker threads (``caioc-...``), each from its
 
 Run from the repository root: ``python benchmarks/bench_hw.py`` (20 s
 window), ``--quick`` (3 s), ``--seconds S``, ``--buses N``, ``--monitor``,
-``--stagger``, ``--shared-schedule`` or ``--block`` (that case alone),
+``--stagger``, ``--shared-schedule``, ``--registers`` or ``--block``
+(those cases alone; ``--registers --shared-schedule`` the one case),
 ``--json PATH``.
 ``--profile PATH`` runs the event loop under
 cProfile during the window and writes the statistics to PATH (``pstats``

@@ -152,10 +152,10 @@ class register_reading(reading):
     the number of bytes read. The value is ``raw * scale + offset`` (a
     float when either is given), or what a :meth:`decoder` makes of the
     bytes. *port* names the device's attribute that reads the register:
-    an :class:`~caioc.hw.I2CDevice` (``chip`` by default, as
-    ``I2CSensor`` has)::
+    an :class:`~caioc.hw.I2CDevice` (``chip`` by default, as in the
+    bundled I2C drivers)::
 
-        class TMP117(I2CSensor):
+        class TMP117(Device):  # open() sets self.chip = bus.device(0x48)
             temperature = register_reading(0x00, ">h", scale=0.0078125, units="degC")
             config = register_reading(0x01, ">H", period=10.0)
 
