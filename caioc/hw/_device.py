@@ -510,6 +510,7 @@ class Device(PVGroup):
                     return  # gone offline: every reading has its COMM alarm
                 await self._read_failed(attribute, declared, error)
             return
+        plain = type(self).post is Device.post  # then post without a coroutine each
         for (attribute, declared), raw in zip(group, results, strict=True):
             if not self._online:
                 return
@@ -521,7 +522,11 @@ class Device(PVGroup):
             except Exception as error:
                 await self._read_failed(attribute, declared, error)
                 continue
-            await self._read_succeeded(attribute, value)
+            if plain:
+                self._post_now(attribute, value, None)
+                self._failures = 0
+            else:
+                await self._read_succeeded(attribute, value)
 
     def _time_out_reads(self, deadline: float) -> None:
         for task in self._reads.pop(deadline, ()):

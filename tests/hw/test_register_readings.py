@@ -296,3 +296,25 @@ def test_a_port_that_miscounts_its_results_fails_the_readings_and_polling_goes_o
             await device.shutdown()
 
     run(scenario)
+
+
+class Filtered(Registers):
+    """A driver's own post (a filter, a conversion) sees every register value first."""
+
+    async def post(self, attribute: str, value: Any, *, timestamp: float | None = None) -> None:
+        await super().post(attribute, value + 1 if attribute == "raw" else value)
+
+
+def test_a_drivers_own_post_gets_the_register_values() -> None:
+    async def scenario() -> None:
+        sim = SimulatedI2CBus()
+        sim.attach(make_registers())
+        device = Filtered(sim)
+        await device.startup()
+        try:
+            await until(lambda: device.raw.value == 0xBEEF + 1, "the filtered value")
+            assert device.offsetted.value == 97.0 and alarm(device, "raw") == GOOD
+        finally:
+            await device.shutdown()
+
+    run(scenario)
