@@ -121,9 +121,10 @@ SLOT: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("slot"
 def timed_bus_class() -> type[Any]:
     """The real I2CBus, with each call's time inside the worker recorded in its SLOT.
 
-    ``_transfer`` hands out the job of every write-then-read transfer; the
-    job of a read is prepared once and shared by all later reads of the
-    same registers, so the timing wraps it afresh for each call.
+    ``_transfer`` hands out the job of every write-then-read transfer (and
+    ``_transfers`` that of a register readings' batch); the job of a read
+    is prepared once and shared by all later reads of the same registers,
+    so the timing wraps it afresh for each call.
     """
     from caioc.hw import I2CBus
 
@@ -132,8 +133,8 @@ def timed_bus_class() -> type[Any]:
     class TimedI2CBus(I2CBus):
         last_end = 0.0  # written on the worker thread only
 
-        def _transfer(self, address: int, data: Any, length: int) -> tuple[str, Any]:
-            description, job = super()._transfer(address, data, length)
+        def _timed(self, prepared: tuple[str, Any]) -> tuple[str, Any]:
+            description, job = prepared
             slot = SLOT.get()
             if slot is None:
                 return description, job
@@ -147,22 +148,12 @@ def timed_bus_class() -> type[Any]:
                     slot[2] = self.last_end = perf_counter()
 
             return description, timed
+
+        def _transfer(self, address: int, data: Any, length: int) -> tuple[str, Any]:
+            return self._timed(super()._transfer(address, data, length))
 
         def _transfers(self, address: int, requests: Any) -> tuple[str, Any]:
-            description, job = super()._transfers(address, requests)
-            slot = SLOT.get()
-            if slot is None:
-                return description, job
-
-            def timed() -> Any:
-                slot[3] = self.last_end
-                slot[1] = perf_counter()
-                try:
-                    return job()
-                finally:
-                    slot[2] = self.last_end = perf_counter()
-
-            return description, timed
+            return self._timed(super()._transfers(address, requests))
 
     return TimedI2CBus
 

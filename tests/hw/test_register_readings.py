@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -98,15 +100,26 @@ def alarm(device: Device, attribute: str) -> tuple[AlarmStatus, AlarmSeverity]:
 GOOD = (AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM)
 
 
+@contextlib.asynccontextmanager
+async def started(kind: type[Registers] = Registers) -> AsyncIterator[tuple[FlakyRegister, Any]]:
+    """A started device of *kind* on its simulated chip; shut down on the way out."""
+    sim = SimulatedI2CBus()
+    chip = sim.attach(make_registers())
+    device = kind(sim)
+    await device.startup()
+    try:
+        yield chip, device
+    finally:
+        await device.shutdown()
+
+
 def test_registers_are_decoded_and_each_group_is_read_in_one_batch() -> None:
+    unstarted = Registers(SimulatedI2CBus())
+    assert alarm(unstarted, "raw") == (AlarmStatus.UDF, AlarmSeverity.INVALID)
+    assert isinstance(unstarted.raw.value, int) and isinstance(unstarted.temperature.value, float)
+
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        sim.attach(make_registers())
-        device = Registers(sim)
-        assert alarm(device, "raw") == (AlarmStatus.UDF, AlarmSeverity.INVALID)
-        assert isinstance(device.raw.value, int) and isinstance(device.temperature.value, float)
-        await device.startup()
-        try:
+        async with started() as (_, device):
             await until(lambda: len(device.batches) >= 5, "a few ticks")
             assert device.temperature.value == 21.5
             assert device.raw.value == 0xBEEF
@@ -121,19 +134,13 @@ def test_registers_are_decoded_and_each_group_is_read_in_one_batch() -> None:
             assert device.batches[0] in (FAST_BATCH, [(0x0A, 1)])
             assert device.batches.count([(0x0A, 1)]) == 1
             assert all(batch == FAST_BATCH for batch in device.batches if len(batch) > 1)
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
 
 def test_a_failed_register_fails_its_own_reading_only() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_registers())
-        device = Registers(sim)
-        await device.startup()
-        try:
+        async with started() as (chip, device):
             await until(lambda: device.raw.value == 0xBEEF, "the first reading")
             stamp = device.temperature.timestamp
             chip.bad = 0x00  # the batch's first register fails from now on
@@ -154,8 +161,6 @@ def test_a_failed_register_fails_its_own_reading_only() -> None:
             await until(lambda: alarm(device, "ratio")[0] == AlarmStatus.CALC, "CALC")
             assert device.ratio.value == 0.75
             assert alarm(device, "raw") == GOOD and alarm(device, "offsetted") == GOOD
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
@@ -168,11 +173,7 @@ class ImpatientRegisters(Registers):
 
 def test_a_hung_batch_times_out_each_reading_of_it_and_polling_goes_on() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_registers())
-        device = ImpatientRegisters(sim, prefix="impatient:")
-        await device.startup()
-        try:
+        async with started(ImpatientRegisters) as (chip, device):
             await until(lambda: device.raw.value == 0xBEEF, "the first reading")
             # The (50 ms) batch of temperature and raw hangs for 0.3 s.
             chip.faults.hang_next(1, seconds=0.3)
@@ -183,19 +184,13 @@ def test_a_hung_batch_times_out_each_reading_of_it_and_polling_goes_on() -> None
             chip.poke(0x02, [0x00, 0x07])
             await until(lambda: device.raw.value == 7, "the polls after the hang")
             await until(lambda: alarm(device, "temperature") == GOOD, "recovery")
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
 
 def test_an_unplugged_chip_is_comm_on_every_reading_and_comes_back() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_registers())
-        device = Registers(sim)
-        await device.startup()
-        try:
+        async with started() as (chip, device):
             await until(lambda: device.raw.value == 0xBEEF, "the first reading")
             chip.unplug()  # NACKs from now on: 3 failures in one batch take it offline
             await until(lambda: device.connected.value == 0, "disconnection")
@@ -207,27 +202,19 @@ def test_an_unplugged_chip_is_comm_on_every_reading_and_comes_back() -> None:
             # After a reconnect every reading is read at once, the slow one too.
             await until(lambda: device.slow.value == 10, "the slow register at once")
             await until(lambda: alarm(device, "raw") == GOOD, "the polls again")
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
 
 def test_proc_reads_one_register_now() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_registers())
-        device = Registers(sim)
-        await device.startup()
-        try:
+        async with started() as (chip, device):
             await until(lambda: device.slow.value == 9, "the first reading")
             chip.poke(0x0A, [42])
             proc = device.pvdb["reg:slow.PROC"]
             await proc.write(ChannelType.CHAR, 1, b"\x01")
             await until(lambda: device.slow.value == 42, "the value PROC read")
             assert device.batches.count([(0x0A, 1)]) == 2  # the start-up read, and PROC's
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
@@ -246,17 +233,11 @@ def test_a_reader_of_its_own_replaces_the_register_read() -> None:
     assert not OwnReader.raw.batched and Registers.raw.batched  # type: ignore[attr-defined]
 
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        sim.attach(make_registers())
-        device = OwnReader(sim)
-        await device.startup()
-        try:
+        async with started(OwnReader) as (_, device):
             await until(lambda: device.raw.value == 0xEF + 1000, "the driver's read")
             await until(lambda: len(device.batches) >= 3, "a few ticks")
             fast = [(0x00, 2), (0x04, 1), (0x0C, 4), (0x06, 2)]
             assert all(batch == fast for batch in device.batches if len(batch) > 1)
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
@@ -280,11 +261,7 @@ def test_declarations_are_checked() -> None:
 
 def test_a_port_that_miscounts_its_results_fails_the_readings_and_polling_goes_on() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        chip = sim.attach(make_registers())
-        device = Registers(sim)
-        await device.startup()
-        try:
+        async with started() as (chip, device):
             await until(lambda: device.raw.value == 0xBEEF, "the first reading")
             device.chip.miscount = True
             await until(lambda: device.error_count.value > 0, "the failure")
@@ -292,8 +269,6 @@ def test_a_port_that_miscounts_its_results_fails_the_readings_and_polling_goes_o
             assert alarm(device, "raw")[1] == AlarmSeverity.INVALID
             chip.poke(0x02, [0x00, 0x05])  # reconnected (a fresh chip object): polled again
             await until(lambda: device.raw.value == 5 and alarm(device, "raw") == GOOD, "polls")
-        finally:
-            await device.shutdown()
 
     run(scenario)
 
@@ -307,14 +282,8 @@ class Filtered(Registers):
 
 def test_a_drivers_own_post_gets_the_register_values() -> None:
     async def scenario() -> None:
-        sim = SimulatedI2CBus()
-        sim.attach(make_registers())
-        device = Filtered(sim)
-        await device.startup()
-        try:
+        async with started(Filtered) as (_, device):
             await until(lambda: device.raw.value == 0xBEEF + 1, "the filtered value")
             assert device.offsetted.value == 97.0 and alarm(device, "raw") == GOOD
-        finally:
-            await device.shutdown()
 
     run(scenario)
