@@ -44,6 +44,7 @@ import math
 import struct
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -231,6 +232,153 @@ class register_reading(reading):
         return self.decode(device, raw)
 
 
+class _RegisterGroup:
+    """Register readings of one device polled together: same port, period and timeout."""
+
+    __slots__ = ("port", "prepared", "readings", "requests", "timeout")
+
+    def __init__(
+        self,
+        port: str,
+        timeout: float,
+        readings: list[tuple[str, register_reading]],
+        requests: list[tuple[int | bytes, int]],
+    ) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.readings = readings
+        self.requests = requests
+        #: (address, its (address, register bytes, length) transfers), for the shared scan
+        self.prepared: tuple[int, list[tuple[int, bytes, int]]] | None = None
+
+
+class _SharedScan:
+    """Each tick of one period, the register readings of every device on the shared schedule.
+
+    As an EPICS IOC scans the records of one period in one pass, one task
+    reads, at each multiple of the period, the register groups of all the
+    devices that set :attr:`Device.shared_schedule`: those on one I2C bus
+    (with the same timeout) in a single job of its worker, one transfer per
+    register, and the results of each device go back to it. A device whose
+    port reads batches its own way (a subclass of ``I2CDevice`` with its own
+    ``read_registers_batch_async``, another kind of port) is read through
+    that port, in the same pass. Devices join on start-up and leave on
+    shut-down; the scan ends with its last device.
+    """
+
+    _scans: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _SharedScan]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.loop = loop
+        self.period = period
+        self.members: dict[Device, list[_RegisterGroup]] = {}
+        self.task = loop.create_task(self._run())
+
+    @classmethod
+    def join(
+        cls, loop: asyncio.AbstractEventLoop, period: float, device: Device, group: _RegisterGroup
+    ) -> None:
+        scans = cls._scans.setdefault(loop, {})
+        scan = scans.get(period)
+        if scan is None:
+            scan = scans[period] = cls(loop, period)
+        scan.members.setdefault(device, []).append(group)
+
+    @classmethod
+    def leave(cls, device: Device) -> None:
+        for loop, scans in list(cls._scans.items()):
+            for period, scan in list(scans.items()):
+                if scan.members.pop(device, None) is not None and not scan.members:
+                    del scans[period]
+                    scan.task.cancel()
+            if not scans:
+                del cls._scans[loop]
+
+    async def _run(self) -> None:
+        loop, period = self.loop, self.period
+        tick = math.floor(loop.time() / period) + 1
+        while True:
+            when = tick * period  # the same times, to the bit, as Device._poll's shared ticks
+            tick += 1
+            if when > loop.time():
+                waiter = loop.create_future()
+                loop.call_at(when, _set_if_pending, waiter)
+                await waiter
+            else:  # late (a slow pass): go on at once
+                await asyncio.sleep(0)
+            try:
+                await self._scan()
+            except Exception:  # a bug must not stop every device's polls
+                log.exception("shared scan of period %s s failed", period)
+
+    async def _scan(self) -> None:
+        jobs: dict[tuple[Any, float], list[tuple[Device, _RegisterGroup, int]]] = {}
+        passes: list[Awaitable[None]] = []
+        loop, task = self.loop, asyncio.current_task()
+        assert task is not None
+        for device, groups in self.members.items():
+            if not device._online:
+                continue
+            for group in groups:
+                port = getattr(device, group.port, None)
+                shared = getattr(port, "_shared_batch", None)
+                target = shared() if shared is not None else None
+                if target is None:  # read through the device's own port
+                    args = (group.port, group.timeout, group.readings, group.requests)
+                    passes.append(device._poll_registers(loop, task, 0.0, *args))
+                    continue
+                bus, address = target
+                jobs.setdefault((bus, group.timeout), []).append((device, group, address))
+        for (bus, timeout), entries in jobs.items():
+            passes.append(self._read_bus(bus, timeout, entries))
+        if len(passes) == 1:
+            await passes[0]
+        elif passes:
+            await asyncio.gather(*passes)
+
+    async def _read_bus(
+        self, bus: Any, timeout: float, entries: list[tuple[Device, _RegisterGroup, int]]
+    ) -> None:
+        """One worker job for the register groups of *entries*, all on *bus*."""
+        requests: list[tuple[int, bytes, int]] = []
+        for _, group, address in entries:
+            requests += self._triples(group, address)
+        try:
+            results = await bus.transfers_to_async(requests, timeout=timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            for device, group, _ in entries:
+                if device in self.members:
+                    await device._registers_failed(group.readings, error)
+            return
+        start = 0
+        for device, group, _ in entries:
+            end = start + len(group.requests)
+            if device in self.members:  # not shut down meanwhile
+                await device._registers_read(group.readings, results[start:end], group.port)
+            start = end
+
+    @staticmethod
+    def _triples(group: _RegisterGroup, address: int) -> list[tuple[int, bytes, int]]:
+        """The ``(address, register bytes, length)`` transfers of *group* (kept in it)."""
+        prepared = group.prepared
+        if prepared is None or prepared[0] != address:
+            triples = [
+                (address, register if isinstance(register, bytes) else bytes((register,)), size)
+                for register, size in group.requests
+            ]
+            prepared = group.prepared = (address, triples)
+        return prepared[1]
+
+
+def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Device(PVGroup):
     """Hardware behind PVs; subclasses implement the lifecycle hooks."""
 
@@ -252,8 +400,10 @@ class Device(PVGroup):
     #: one period together. Their reads then reach a shared bus in one
     #: batch (one worker wake-up) however far apart the devices started:
     #: less CPU, but each read of a large burst waits for the loop to take
-    #: the results before it. False (the default): every period from the
-    #: device's own start.
+    #: the results before it. The register readings of all such devices go
+    #: further: one scan per period reads those of every device on a bus in
+    #: a single worker job (see register_reading). False (the default):
+    #: every period from the device's own start.
     shared_schedule = False
 
     def __init__(self, prefix: str = "", **kwargs: Any) -> None:
@@ -300,6 +450,8 @@ class Device(PVGroup):
         await super().startup()
         await self._connect_or_retry()
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         # One schedule for all polls: readings of one period come due together.
         self._poll_start = loop.time()
         # Register readings of one port, period and timeout: one poll, one worker job a tick.
@@ -318,14 +470,21 @@ class Device(PVGroup):
                 self._loops.append(loop.create_task(self._watch_stale(attribute, declared)))
         for (port, period, timeout), group in groups.items():
             requests = [(declared.register, declared.size) for _, declared in group]
-            poll = self._poll(period, self._poll_registers, port, timeout, group, requests)
-            self._loops.append(loop.create_task(poll))
+            if not self.shared_schedule:
+                poll = self._poll(period, self._poll_registers, port, timeout, group, requests)
+                self._loops.append(loop.create_task(poll))
+                continue
+            # Read at once, then on the shared schedule's ticks with every other device.
+            first = self._poll_registers(loop, task, 0.0, port, timeout, group, requests)
+            self._loops.append(loop.create_task(first))
+            _SharedScan.join(loop, period, self, _RegisterGroup(port, timeout, group, requests))
 
     async def shutdown(self) -> None:
         """Stop polling and reconnecting, then close the device (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        _SharedScan.leave(self)
         await stop_tasks([*self._loops, *([self._reconnecting] if self._reconnecting else [])])
         self._loops.clear()
         with contextlib.suppress(Exception):
@@ -385,7 +544,12 @@ class Device(PVGroup):
                     if not self._online:
                         break
                     await self.read_now(attribute)
-            return
+            if self._online:
+                return
+            # Connected, but those reads failed and took it offline again
+            # (a chip that answers its probe, not its data): this task is
+            # still the one reconnecting, so it goes on trying.
+            delay = min(delay * factor, ceiling)
 
     async def _record_error(self, error: BaseException) -> None:
         await self.error_count.set(int(self.error_count.value) + 1)
@@ -500,15 +664,28 @@ class Device(PVGroup):
             results: list[Any] = await getattr(self, port).read_registers_batch_async(
                 requests, timeout=timeout
             )
-            if len(results) != len(group):  # a port of the driver's own that miscounts
-                raise BadReply(f"{port}: {len(results)} results for {len(group)} registers")
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            for attribute, declared in group:
-                if not self._online:
-                    return  # gone offline: every reading has its COMM alarm
-                await self._read_failed(attribute, declared, error)
+            await self._registers_failed(group, error)
+            return
+        await self._registers_read(group, results, port)
+
+    async def _registers_failed(
+        self, group: list[tuple[str, register_reading]], error: Exception
+    ) -> None:
+        for attribute, declared in group:
+            if not self._online:
+                return  # gone offline: every reading has its COMM alarm
+            await self._read_failed(attribute, declared, error)
+
+    async def _registers_read(
+        self, group: list[tuple[str, register_reading]], results: list[Any], port: str
+    ) -> None:
+        """Post the values of a group's registers; fail the readings whose read failed."""
+        if len(results) != len(group):  # a port of the driver's own that miscounts
+            error = BadReply(f"{port}: {len(results)} results for {len(group)} registers")
+            await self._registers_failed(group, error)
             return
         plain = type(self).post is Device.post  # then post without a coroutine each
         for (attribute, declared), raw in zip(group, results, strict=True):

@@ -449,7 +449,30 @@ class I2CBus(WorkerBus):
         *timeout* (default: the bus timeout) bounds them all together;
         past it, or if the bus is closed, the call raises for all of them.
         """
-        description, job = self._transfers(address, requests)
+        return self.transfers_to(
+            [(address, data, length) for data, length in requests], timeout=timeout
+        )
+
+    async def transfers_async(
+        self,
+        address: int,
+        requests: Sequence[tuple[Buffer, int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[bytes | HardwareError]:
+        """Like :meth:`transfers`, awaiting the worker."""
+        triples = [(address, data, length) for data, length in requests]
+        return await self.transfers_to_async(triples, timeout=timeout)
+
+    def transfers_to(
+        self, requests: Sequence[tuple[int, Buffer, int]], *, timeout: float | None = None
+    ) -> list[bytes | HardwareError]:
+        """:meth:`transfers` with an address for each: ``(address, data, length)`` items.
+
+        For the transfers of several devices on the bus in one job (the
+        register readings of a shared poll schedule).
+        """
+        description, job = self._transfers(requests)
         if self._worker.closed:
             raise DeviceClosed(f"{self.name} is closed", source=self.name)
         limit = self.timeout if timeout is None else timeout
@@ -461,15 +484,11 @@ class I2CBus(WorkerBus):
         self._count(results, 0)
         return results
 
-    async def transfers_async(
-        self,
-        address: int,
-        requests: Sequence[tuple[Buffer, int]],
-        *,
-        timeout: float | None = None,
+    async def transfers_to_async(
+        self, requests: Sequence[tuple[int, Buffer, int]], *, timeout: float | None = None
     ) -> list[bytes | HardwareError]:
-        """Like :meth:`transfers`, awaiting the worker."""
-        description, job = self._transfers(address, requests)
+        """Like :meth:`transfers_to`, awaiting the worker."""
+        description, job = self._transfers(requests)
         if self._worker.closed:
             raise DeviceClosed(f"{self.name} is closed", source=self.name)
         limit = self.timeout if timeout is None else timeout
@@ -484,12 +503,12 @@ class I2CBus(WorkerBus):
         return results
 
     def _transfers(
-        self, address: int, requests: Sequence[tuple[Buffer, int]]
+        self, requests: Sequence[tuple[int, Buffer, int]]
     ) -> tuple[str, Callable[[], list[bytes | HardwareError]]]:
-        """(description, job) of :meth:`transfers`: the prepared transfers run in turn."""
+        """(description, job) of :meth:`transfers_to`: the prepared transfers run in turn."""
         if not requests:
             raise ValueError("no transfers to run")
-        jobs = [self._transfer(address, data, length)[1] for data, length in requests]
+        jobs = [self._transfer(address, data, length)[1] for address, data, length in requests]
 
         def run() -> list[bytes | HardwareError]:
             results: list[bytes | HardwareError] = []
@@ -501,7 +520,9 @@ class I2CBus(WorkerBus):
                     append(error)
             return results
 
-        return _describe_transfers(address, len(jobs)), run
+        addresses = {address for address, _, _ in requests}
+        where = f"0x{requests[0][0]:02x}" if len(addresses) == 1 else f"{len(addresses)} addresses"
+        return f"{len(jobs)} transfers at {where}", run
 
     def _count(self, outcome: list[bytes | HardwareError] | BaseException, calls: int) -> None:
         """Count the transfers of one :meth:`transfers` call in :attr:`stats`.
@@ -537,12 +558,6 @@ def _describe_transfer(address: int, written: int, read: int) -> str:
     if written:
         return f"write {written} bytes at 0x{address:02x}"
     return f"read {read} bytes at 0x{address:02x}"
-
-
-@functools.lru_cache(maxsize=256)
-def _describe_transfers(address: int, count: int) -> str:
-    """What a call of :meth:`I2CBus.transfers` is called in errors."""
-    return f"{count} transfers at 0x{address:02x}"
 
 
 def _window(buffer: Buffer, start: int, end: int | None) -> memoryview:
@@ -682,6 +697,20 @@ class I2CDevice(BusDevice):
         return await self.bus.transfers_async(
             self.address, _register_requests(requests), timeout=timeout
         )
+
+    def _shared_batch(self) -> tuple[I2CBus, int] | None:
+        """(bus, address) while this device's register batches may share a job with others'.
+
+        The shared poll schedule reads the register readings of every
+        device on a bus in one worker job; a subclass that reads its
+        batches its own way (it overrides :meth:`read_registers_batch_async`)
+        is left to do so, and a closed device reads nothing.
+        """
+        if self._closed or (
+            type(self).read_registers_batch_async is not I2CDevice.read_registers_batch_async
+        ):
+            return None
+        return self.bus, self.address
 
     def write_registers(self, register: int, data: Buffer) -> None:
         """Write *data* to *register* on, in one transfer."""

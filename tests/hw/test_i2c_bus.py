@@ -492,3 +492,29 @@ def test_a_device_reads_registers_in_one_batch(bus: I2CBus, sim_bus: SimulatedI2
     device.close()
     with pytest.raises(DeviceClosed):
         device.read_registers_batch([(0x00, 1)])
+
+
+def test_transfers_to_several_addresses_in_one_job(
+    bus: I2CBus, sim_bus: SimulatedI2CBus, sensor: SimulatedI2CDevice
+) -> None:
+    other = sim_bus.attach(SimulatedI2CDevice(0x49, registers={0x00: 0xAB}))
+    other.faults.nack_next(1)
+    results = bus.transfers_to([(0x48, b"\x01", 1), (0x49, b"\x00", 1), (0x49, b"\x00", 1)])
+    assert results[0] == b"\x34" and isinstance(results[1], NoAcknowledge)
+    assert results[2] == b"\xab"
+    assert bus.stats.transactions == 3 and bus.stats.errors == 1
+
+
+def test_a_hung_job_to_several_addresses_names_them_in_its_timeout() -> None:
+    sim, chip, bus = real_bus(timeout=0.5)
+    sim.attach(SimulatedI2CDevice(0x49))
+
+    async def main() -> None:
+        chip.faults.hang_next()  # until released
+        with pytest.raises(BusTimeout, match="2 transfers at 2 addresses did not finish"):
+            await bus.transfers_to_async([(0x48, b"\x00", 1), (0x49, b"\x00", 1)], timeout=0.05)
+        await until(lambda: not chip.faults.pending, "the hung access")
+        chip.faults.release_hangs()
+
+    with bus:
+        asyncio.run(main())

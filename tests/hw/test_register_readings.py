@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import struct
@@ -12,7 +13,8 @@ import pytest
 from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
-from caioc.hw import Device, I2CDevice, register_reading
+from caioc.hw import Device, I2CBus, I2CDevice, register_reading
+from caioc.hw._device import _SharedScan
 from caioc.hw.sim import SimulatedI2CBus, SimulatedI2CDevice
 
 from .test_device import OnSimulatedI2C, make_chip
@@ -74,12 +76,13 @@ FAST_BATCH = [(0x00, 2), (0x02, 2), (0x04, 1), (0x0C, 4), (0x06, 2)]
 
 
 class FlakyRegister(SimulatedI2CDevice):
-    """A register map that NACKs every read of register ``bad`` (None: none)."""
+    """A register map that NACKs every read of register ``bad``, or of those in ``bads``."""
 
     bad: int | None = None
+    bads: frozenset[int] = frozenset()
 
     def handle_read(self, length: int) -> bytes:
-        if self.pointer == self.bad:
+        if self.pointer == self.bad or self.pointer in self.bads:
             raise OSError(errno.EREMOTEIO, "Remote I/O error")
         return super().handle_read(length)
 
@@ -206,6 +209,22 @@ def test_an_unplugged_chip_is_comm_on_every_reading_and_comes_back() -> None:
     run(scenario)
 
 
+def test_a_chip_that_answers_its_probe_but_not_its_data_is_retried_until_it_does() -> None:
+    async def scenario() -> None:
+        async with started() as (chip, device):
+            await until(lambda: device.raw.value == 0xBEEF, "the first reading")
+            chip.bads = frozenset(register for register, _ in [*FAST_BATCH, (0x0A, 1)])
+            await until(lambda: device.opens >= 3, "reconnections whose reads fail")
+            assert alarm(device, "raw")[1] == AlarmSeverity.INVALID
+            chip.poke(0x02, [0x00, 0x09])
+            chip.bads = frozenset()
+            await until(lambda: device.raw.value == 9, "the data again")
+            await until(lambda: device.connected.value == 1, "connected")
+            await until(lambda: alarm(device, "raw") == GOOD, "no alarm")
+
+    run(scenario)
+
+
 def test_proc_reads_one_register_now() -> None:
     async def scenario() -> None:
         async with started() as (chip, device):
@@ -285,5 +304,127 @@ def test_a_drivers_own_post_gets_the_register_values() -> None:
         async with started(Filtered) as (_, device):
             await until(lambda: device.raw.value == 0xBEEF + 1, "the filtered value")
             assert device.offsetted.value == 97.0 and alarm(device, "raw") == GOOD
+
+    run(scenario)
+
+
+# -- the shared schedule: every device's registers of a period in one job of the bus ----
+
+
+class SpyBus(I2CBus):
+    """An I2CBus that notes the addresses of every multi-transfer job."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.jobs: list[list[int]] = []
+
+    async def transfers_to_async(self, requests: Any, *, timeout: Any = None) -> Any:
+        self.jobs.append([address for address, _, _ in requests])
+        return await super().transfers_to_async(requests, timeout=timeout)
+
+
+class Scanned(Device):
+    """Three registers of a chip on a bus the devices share, on the shared schedule."""
+
+    shared_schedule = True
+    comm_failures = 3
+    reconnect_delays = (0.02, 2.0, 0.1)
+    a = register_reading(0x00, "B", period=0.02, timeout=0.2)
+    b = register_reading(0x01, "B", period=0.02, timeout=0.2)
+    c = register_reading(0x02, "B", period=0.02, timeout=0.2)
+
+    def __init__(self, prefix: str, bus: I2CBus, address: int) -> None:
+        self.bus, self.address = bus, address
+        super().__init__(prefix)
+
+    async def open(self) -> None:
+        self.chip = self.bus.device(self.address)
+
+    async def probe(self) -> None:
+        await self.chip.read_register_async(0x00)  # an unplugged chip does not answer
+
+
+class OwnPort(Scanned):
+    async def open(self) -> None:
+        self.chip = SpyChip(self.bus, self.address)
+        self.chip.batches = self.batches = []
+
+
+@contextlib.asynccontextmanager
+async def scanned(
+    *kinds: type[Scanned],
+) -> AsyncIterator[tuple[SimulatedI2CBus, SpyBus, list[Any]]]:
+    """Devices of *kinds* at 0x40, 0x41 ... on one shared bus, started; shut down after."""
+    sim = SimulatedI2CBus()
+    bus = SpyBus(sim, timeout=0.5)
+    devices = []
+    for index, kind in enumerate(kinds):
+        sim.attach(SimulatedI2CDevice(0x40 + index, registers={0: index, 1: 10 + index}))
+        devices.append(kind(f"scan{index}:", bus, 0x40 + index))
+    for device in devices:
+        await device.startup()
+    try:
+        yield sim, bus, devices
+    finally:
+        for device in devices:
+            await device.shutdown()
+        bus.close()
+
+
+def test_the_shared_schedule_reads_every_device_on_a_bus_in_one_job() -> None:
+    async def scenario() -> None:
+        async with scanned(Scanned, Scanned, Scanned) as (sim, bus, devices):
+            await until(lambda: [d.b.value for d in devices] == [10, 11, 12], "first reads")
+            scan = _SharedScan._scans[asyncio.get_running_loop()][0.02]
+            # Once all have started (and read once by themselves): one job a tick for all.
+            mark = len(bus.jobs) + 1  # the job in flight may be of before
+            await until(lambda: len(bus.jobs) >= mark + 5, "a few ticks")
+            together = [0x40] * 3 + [0x41] * 3 + [0x42] * 3
+            assert all(job == together for job in bus.jobs[mark:]), bus.jobs[mark:]
+            # One device unplugged: COMM on it alone, the others still read.
+            sim.devices[0x41].unplug()
+            await until(lambda: devices[1].connected.value == 0, "the unplugged one offline")
+            sim.devices[0x42].poke(0x01, [99])
+            await until(lambda: devices[2].b.value == 99, "the others read on")
+            assert alarm(devices[2], "b") == GOOD and alarm(devices[0], "a") == GOOD
+            assert alarm(devices[1], "b") == (AlarmStatus.COMM, AlarmSeverity.INVALID)
+            sim.devices[0x41].replug(reset=False)
+            await until(lambda: alarm(devices[1], "b") == GOOD, "the replugged one back")
+            # A device shut down leaves the scan; the others go on.
+            await devices[0].shutdown()
+            sim.devices[0x42].poke(0x01, [7])
+            await until(lambda: devices[2].b.value == 7, "the scan after it")
+            mark = len(bus.jobs) + 1  # the job in flight may be of before
+            await until(lambda: len(bus.jobs) >= mark + 3, "a few more ticks")
+            assert all(job == [0x41] * 3 + [0x42] * 3 for job in bus.jobs[mark:])
+        assert not _SharedScan._scans  # the last device gone, the scan ended
+        await until(scan.task.done, "the scan's task to end")
+
+    run(scenario)
+
+
+def test_a_hung_shared_job_times_out_every_device_and_the_scan_goes_on() -> None:
+    async def scenario() -> None:
+        async with scanned(Scanned, Scanned) as (sim, _, devices):
+            for device in devices:
+                device.comm_failures = 100  # TIMEOUT on each reading, not COMM
+            await until(lambda: devices[1].c.value == 0 and devices[1].b.value == 11, "reads")
+            sim.devices[0x40].faults.hang_next(1, seconds=0.4)  # past the 0.2 s timeout
+            for device in devices:
+                await until(lambda d=device: alarm(d, "c")[0] == AlarmStatus.TIMEOUT, "TIMEOUT")
+            sim.devices[0x41].poke(0x02, [5])
+            await until(lambda: devices[1].c.value == 5, "the scan after the hang")
+            await until(lambda: alarm(devices[0], "a") == GOOD, "recovery")
+
+    run(scenario)
+
+
+def test_a_device_whose_port_reads_its_own_way_is_read_through_it_in_the_pass() -> None:
+    async def scenario() -> None:
+        async with scanned(Scanned, OwnPort) as (_, bus, devices):
+            await until(lambda: len(devices[1].batches) >= 5, "its own batches")
+            assert devices[1].b.value == 11 and devices[0].b.value == 10
+            assert all(job in ([0x40] * 3, [0x41] * 3) for job in bus.jobs)  # a job each
+            assert all(batch == [(0, 1), (1, 1), (2, 1)] for batch in devices[1].batches)
 
     run(scenario)
