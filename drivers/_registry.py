@@ -52,6 +52,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "ds18b20": ("ds18b20",),
     "dht22": ("dht22",),
     "serial_stream": ("serial-stream",),
+    "i2c_registers": ("i2c-registers",),
 }
 
 
