@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,3 +260,14 @@ def run_pyepics(code: str, env: dict[str, str], timeout: float = 60.0) -> Any:
         f"pyepics client failed (exit {completed.returncode}):\n"
         f"{completed.stdout}\n{completed.stderr}"
     )
+
+
+def serving_board(
+    name: str, env: dict[str, str], *options: str
+) -> AbstractContextManager[subprocess.Popen[str]]:
+    """``caioc run NAME --sim --list-pvs``: a board file's IOC on simulated hardware.
+
+    Entered once it has printed its PV list (it is then serving); killed on the way out.
+    """
+    argv = [sys.executable, "-m", "caioc.cli.main", "run", name, "--sim", "--list-pvs", *options]
+    return process_until_ready("", env, ready="PVs:", argv=argv)

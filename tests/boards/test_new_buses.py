@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, run_pyepics, serving_board
 from waiting import run, until
 
 import caioc.boards
@@ -227,9 +227,8 @@ def test_every_new_board_file_is_checked_here() -> None:
 def test_shipped_board_file_serves_the_c_client(name: str) -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
     env = ca_environment(free_port(), free_port())
-    argv = [sys.executable, "-m", "caioc.cli.main", "run", name, "--sim", "--list-pvs"]
     names = sorted(EXPECTED[name])
-    with process_until_ready("", env, ready="PVs:", argv=argv):
+    with serving_board(name, env):
         result: dict[str, Any] = run_pyepics(
             f"""
             import time

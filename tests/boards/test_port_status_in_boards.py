@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, run_pyepics, serving_board
 from waiting import run, until
 
 from caioc.boards import BoardFileError, build, load
@@ -26,8 +25,7 @@ def board_file(tmp_path: Path, text: str) -> Path:
 def test_caioc_run_serves_and_lists_the_bus_status_to_the_c_client() -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
     env = ca_environment(free_port(), free_port())
-    argv = [sys.executable, "-m", "caioc.cli.main", "run", "weather-station", "--sim", "--list-pvs"]
-    with process_until_ready("", env, ready="PVs:", argv=argv) as process:
+    with serving_board("weather-station", env) as process:
         assert process.stdout is not None
         listed = []
         # The list, then the "IOC ready" log line (stderr shares the pipe).

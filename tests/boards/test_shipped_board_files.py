@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, run_pyepics, serving_board
 
 import caioc.boards
 from caioc.boards import load
@@ -28,8 +27,7 @@ def test_weather_station_serves_sensible_values_to_the_c_client() -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
     env = ca_environment(free_port(), free_port())
     # the README's main command, on loopback
-    argv = [sys.executable, "-m", "caioc.cli.main", "run", "weather-station", "--sim", "--list-pvs"]
-    with process_until_ready("", env, ready="PVs:", argv=argv):
+    with serving_board("weather-station", env):
         result = run_pyepics(
             """
             import time

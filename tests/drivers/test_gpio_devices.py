@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import server_config
+from peers import server_config, serving_board
 from waiting import run, until
 
 from caioc.boards import build, load
@@ -369,11 +369,10 @@ def test_the_gpio_demo_board_file_on_simulated_parts() -> None:
 
 def test_the_gpio_demo_serves_sensible_values_to_the_c_client() -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
-    from peers import ca_environment, free_port, process_until_ready, run_pyepics
+    from peers import ca_environment, free_port, run_pyepics
 
     env = ca_environment(free_port(), free_port())
-    argv = [sys.executable, "-m", "caioc.cli.main", "run", "gpio-demo", "--sim", "--list-pvs"]
-    with process_until_ready("", env, ready="PVs:", argv=argv):
+    with serving_board("gpio-demo", env):
         result = run_pyepics(
             """
             names = ["demo:button:state", "demo:button:edge_count", "demo:relay:state",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, run_pyepics, serving_board
 from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus
@@ -104,9 +103,7 @@ def test_the_shipped_board_file_runs_under_check() -> None:
 def test_the_shipped_board_file_serves_the_c_client() -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
     env = ca_environment(free_port(), free_port())
-    argv = [sys.executable, "-m", "caioc.cli.main", "run", "register-sensors", "--sim"]
-    argv.append("--list-pvs")
-    with process_until_ready("", env, ready="PVs:", argv=argv):
+    with serving_board("register-sensors", env):
         result = run_pyepics(
             """
             names = ["bench:tmp117:temperature", "bench:ina219:shunt",

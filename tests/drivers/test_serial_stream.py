@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, run_pyepics, serving_board
 from waiting import run, until
 
 from caioc.ca import AlarmSeverity, AlarmStatus
@@ -145,9 +144,7 @@ def test_bad_quantities_are_refused(quantities: dict[str, Any], message: str) ->
 def test_the_shipped_board_file_serves_the_c_client() -> None:
     pytest.importorskip("epics", reason="pyepics (libca) not installed")
     env = ca_environment(free_port(), free_port())
-    argv = [sys.executable, "-m", "caioc.cli.main", "run", "serial-thermometer", "--sim"]
-    argv.append("--list-pvs")
-    with process_until_ready("", env, ready="PVs:", argv=argv):
+    with serving_board("serial-thermometer", env):
         result = run_pyepics(
             """
             import time
