@@ -94,9 +94,9 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import _harness as h
 
@@ -110,6 +110,8 @@ WARM_UP = 1.0
 
 # The IOC, run as ``python bench_hw.py --ioc --buses N``.
 IOC_DOC = "the benchmark's IOC process (internal)"
+
+T = TypeVar("T")
 
 
 # A slot per read: [submitted, started on the worker, ended, end of the
@@ -176,14 +178,19 @@ def counting_chip(address: int) -> Any:
     return CountingChip(address)
 
 
-async def timed_read(chip: Any, register: int, length: int = 2) -> tuple[bytes, float, float]:
-    """One register read: (bytes, hand-off, hand-off plus the wait behind other calls)."""
+async def timed(call: Awaitable[T]) -> tuple[T, float, float]:
+    """Await a bus call (a coroutine not started yet): (result, hand-off, hand-off + queueing)."""
     slot = [time.perf_counter(), 0.0, 0.0, 0.0]
     SLOT.set(slot)
-    raw = await chip.read_registers_async(register, length)
+    result = await call
     back = time.perf_counter()
     with_queue = back - slot[0] - (slot[2] - slot[1])
-    return raw, with_queue - max(0.0, slot[3] - slot[0]), with_queue
+    return result, with_queue - max(0.0, slot[3] - slot[0]), with_queue
+
+
+async def timed_read(chip: Any, register: int, length: int = 2) -> tuple[bytes, float, float]:
+    """One register read: (bytes, hand-off, hand-off plus the wait behind other calls)."""
+    return await timed(chip.read_registers_async(register, length))
 
 
 def isolated_handoff(calls: int) -> dict[str, float]:
@@ -403,11 +410,9 @@ def ioc_main(
         async def transfers_to_async(self, requests: Any, *, timeout: Any = None) -> Any:
             if not measuring:
                 return await super().transfers_to_async(requests, timeout=timeout)
-            slot = [time.perf_counter(), 0.0, 0.0, 0.0]
-            SLOT.set(slot)
-            results = await super().transfers_to_async(requests, timeout=timeout)
-            queued = time.perf_counter() - slot[0] - (slot[2] - slot[1])
-            handoff.append(queued - max(0.0, slot[3] - slot[0]))
+            call = super().transfers_to_async(requests, timeout=timeout)
+            results, alone, queued = await timed(call)
+            handoff.append(alone)
             with_queue.append(queued)
             reads[0] += 1
             return results

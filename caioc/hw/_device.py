@@ -46,7 +46,7 @@ import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .._tasks import stop_tasks
 from ..ca import ECA, AlarmSeverity, AlarmStatus
@@ -232,24 +232,13 @@ class register_reading(reading):
         return self.decode(device, raw)
 
 
-class _RegisterGroup:
+class _RegisterGroup(NamedTuple):
     """Register readings of one device polled together: same port, period and timeout."""
 
-    __slots__ = ("port", "prepared", "readings", "requests", "timeout")
-
-    def __init__(
-        self,
-        port: str,
-        timeout: float,
-        readings: list[tuple[str, register_reading]],
-        requests: list[tuple[int | bytes, int]],
-    ) -> None:
-        self.port = port
-        self.timeout = timeout
-        self.readings = readings
-        self.requests = requests
-        #: (address, its (address, register bytes, length) transfers), for the shared scan
-        self.prepared: tuple[int, list[tuple[int, bytes, int]]] | None = None
+    port: str
+    timeout: float
+    readings: list[tuple[str, register_reading]]
+    requests: list[tuple[int | bytes, int]]
 
 
 class _SharedScan:
@@ -314,7 +303,7 @@ class _SharedScan:
                 log.exception("shared scan of period %s s failed", period)
 
     async def _scan(self) -> None:
-        jobs: dict[tuple[Any, float], list[tuple[Device, _RegisterGroup, int]]] = {}
+        jobs: dict[tuple[Any, float], list[tuple[Device, _RegisterGroup, list[Any]]]] = {}
         passes: list[Awaitable[None]] = []
         loop, task = self.loop, asyncio.current_task()
         assert task is not None
@@ -324,13 +313,12 @@ class _SharedScan:
             for group in groups:
                 port = getattr(device, group.port, None)
                 shared = getattr(port, "_shared_batch", None)
-                target = shared() if shared is not None else None
+                target = shared(group.requests) if shared is not None else None
                 if target is None:  # read through the device's own port
-                    args = (group.port, group.timeout, group.readings, group.requests)
-                    passes.append(device._poll_registers(loop, task, 0.0, *args))
+                    passes.append(device._poll_registers(loop, task, 0.0, *group))
                     continue
-                bus, address = target
-                jobs.setdefault((bus, group.timeout), []).append((device, group, address))
+                bus, transfers = target
+                jobs.setdefault((bus, group.timeout), []).append((device, group, transfers))
         for (bus, timeout), entries in jobs.items():
             passes.append(self._read_bus(bus, timeout, entries))
         if len(passes) == 1:
@@ -339,12 +327,12 @@ class _SharedScan:
             await asyncio.gather(*passes)
 
     async def _read_bus(
-        self, bus: Any, timeout: float, entries: list[tuple[Device, _RegisterGroup, int]]
+        self, bus: Any, timeout: float, entries: list[tuple[Device, _RegisterGroup, list[Any]]]
     ) -> None:
         """One worker job for the register groups of *entries*, all on *bus*."""
-        requests: list[tuple[int, bytes, int]] = []
-        for _, group, address in entries:
-            requests += self._triples(group, address)
+        requests: list[Any] = []
+        for _, _, transfers in entries:
+            requests += transfers
         try:
             results = await bus.transfers_to_async(requests, timeout=timeout)
         except asyncio.CancelledError:
@@ -360,18 +348,6 @@ class _SharedScan:
             if device in self.members:  # not shut down meanwhile
                 await device._registers_read(group.readings, results[start:end], group.port)
             start = end
-
-    @staticmethod
-    def _triples(group: _RegisterGroup, address: int) -> list[tuple[int, bytes, int]]:
-        """The ``(address, register bytes, length)`` transfers of *group* (kept in it)."""
-        prepared = group.prepared
-        if prepared is None or prepared[0] != address:
-            triples = [
-                (address, register if isinstance(register, bytes) else bytes((register,)), size)
-                for register, size in group.requests
-            ]
-            prepared = group.prepared = (address, triples)
-        return prepared[1]
 
 
 def _set_if_pending(waiter: asyncio.Future[None]) -> None:

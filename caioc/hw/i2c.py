@@ -698,19 +698,22 @@ class I2CDevice(BusDevice):
             self.address, _register_requests(requests), timeout=timeout
         )
 
-    def _shared_batch(self) -> tuple[I2CBus, int] | None:
-        """(bus, address) while this device's register batches may share a job with others'.
+    def _shared_batch(
+        self, requests: Sequence[tuple[int | bytes, int]]
+    ) -> tuple[I2CBus, list[tuple[int, bytes, int]]] | None:
+        """(bus, transfers for :meth:`I2CBus.transfers_to`) of a batch that may join others'.
 
         The shared poll schedule reads the register readings of every
         device on a bus in one worker job; a subclass that reads its
         batches its own way (it overrides :meth:`read_registers_batch_async`)
-        is left to do so, and a closed device reads nothing.
+        is left to do so (None), and a closed device reads nothing.
         """
         if self._closed or (
             type(self).read_registers_batch_async is not I2CDevice.read_registers_batch_async
         ):
             return None
-        return self.bus, self.address
+        address = self.address
+        return self.bus, [(address, data, n) for data, n in _register_requests(requests)]
 
     def write_registers(self, register: int, data: Buffer) -> None:
         """Write *data* to *register* on, in one transfer."""
