@@ -44,6 +44,13 @@ def reads(count: int, sid: int = SID, first_ioid: int = 1) -> bytes:
     )
 
 
+def reads_of(sid: int, count: int, first_ioid: int = 1) -> bytes:
+    """``count`` reads of one channel."""
+    return b"".join(
+        bytes(ReadNotifyRequest(ChannelType.DOUBLE, 1, sid, first_ioid + i)) for i in range(count)
+    )
+
+
 def test_a_run_is_taken_checked_and_recorded(link: Link) -> None:
     data = reads(10) + bytes(EchoRequest())
     run = link.server.read_notify_run(data)
@@ -138,6 +145,89 @@ def test_replied_forgets_the_run_and_only_the_run(link: Link) -> None:
     assert len(link.server.pending_ioids) == len(run.ioids)
     link.server.replied(run.ioids)
     assert link.server.pending_ioids == frozenset({300, 301})
+
+
+def test_a_run_awaits_its_replies_before_the_next_command_is_checked(link: Link) -> None:
+    # Nothing asks for pending_ioids here: the next command checked or sent
+    # must still see the run's reads as awaiting their replies.
+    server = link.server
+    run = server.read_notify_run(reads(10))
+    assert run is not None
+    server.receive_data(reads(1, first_ioid=5))  # an ioid of the run, the usual way
+    with pytest.raises(RemoteProtocolError, match="ioid 5 is already in use"):
+        server.next_command()
+
+
+def test_a_reply_the_usual_way_finds_its_read_in_the_run(link: Link) -> None:
+    server = link.server
+    run = server.read_notify_run(reads(10))
+    assert run is not None
+    server.send(ReadNotifyResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, 3))
+    with pytest.raises(ProtocolError, match="ioid 3"):  # not twice
+        server.send(ReadNotifyResponse([1.0], ChannelType.DOUBLE, ECA.NORMAL, 3))
+    server.replied(run.ioids)
+    assert not server.pending_ioids
+
+
+def test_a_second_run_sees_the_first_one_s_reads(link: Link) -> None:
+    server = link.server
+    first = server.read_notify_run(reads(10))
+    assert first is not None
+    assert server.read_notify_run(reads(10, first_ioid=10)) is None  # ioid 10 awaits its reply
+    second = server.read_notify_run(reads(10, first_ioid=11))
+    assert second is not None
+    server.replied(first.ioids)
+    assert server.pending_ioids == frozenset(second.ioids)
+    server.replied(second.ioids)
+    assert not server.pending_ioids
+
+
+def test_a_run_keeps_its_channels_as_they_were_when_checked(link: Link) -> None:
+    server = link.server
+    expected = [server.channels_by_sid[SID + i % 3] for i in range(10)]
+    run = server.read_notify_run(reads(10))
+    assert run is not None
+    link.c2s(ClearChannelRequest(SID + 1, CID + 1))  # being cleared while the run waits
+    server.disconnect()  # and then every channel is gone
+    assert run.channels == expected
+    assert [channel for channel, *_ in run.reads()] == expected
+    # the circuit gone before anything else passed
+    other = Link()
+    other.connect()
+    other.open_channel("PV", cid=CID, sid=SID)
+    expected = [other.server.channels_by_sid[SID]] * 8
+    run = other.server.read_notify_run(reads_of(SID, 8))
+    assert run is not None
+    other.server.disconnect()
+    assert run.channels == expected
+
+
+def test_a_run_is_checked_against_each_channel_as_it_is_now(link: Link) -> None:
+    server = link.server
+
+    def taken(sid: int) -> bool:
+        """Whether a run of eight reads of ``sid`` is taken (and then answered)."""
+        run = server.read_notify_run(reads_of(sid, 8, first_ioid=1000))
+        if run is not None:
+            server.replied(run.ioids)
+        return run is not None
+
+    client_channel = link.client.channels[CID + 1]
+    assert taken(SID + 1)
+    link.c2s(client_channel.clear())  # the client clears it: no more reads
+    assert not taken(SID + 1)
+    link.s2c(server.channels[CID + 1].clear())  # the server answers: it is gone
+    assert not taken(SID + 1)
+    # a channel connected by accept(), with the sid the cleared one had
+    link.c2s(link.client.create_channel("again", CID + 9).create())
+    link.client.receive_data(
+        server.accept(server.channels[CID + 9], ChannelType.DOUBLE, 1, SID + 1)
+    )
+    drain(link.client)
+    assert taken(SID + 1)
+    assert taken(SID) and not taken(SID + 50)
+    server.disconnect()
+    assert not taken(SID)
 
 
 def test_the_run_stops_at_the_first_other_command_and_at_most(link: Link) -> None:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-import operator
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -111,25 +110,59 @@ _UPDATABLE_STATES = frozenset(
     state for state, moves in CHANNEL_TRANSITIONS.items() if moves.get(EventAddResponse) is state
 )
 assert CIRCUIT_TRANSITIONS[Role.SERVER][_CONNECTED][EventAddResponse] is _CONNECTED
-_state_of = operator.attrgetter("state")
 #: ACCESS_RIGHTS and CREATE_CHAN replies, two headers with no payload.
 _CREATED = struct.Struct(">" + "HHHHII" * 2).pack
 
 
-class ReadRun(NamedTuple):
+class ReadRun:
     """A run of READ_NOTIFY requests (:meth:`VirtualCircuit.read_notify_run`), by column."""
 
-    channels: list[Any]
-    data_types: list[int]
-    data_counts: list[int]
-    sids: list[int]
-    ioids: list[int]
-    #: The requests' headers as received, one numpy record each (fields
-    #: command, size, data_type, data_count, sid, ioid; big-endian): a
-    #: reply's header is the same but for size and status.
-    headers: Any
-    #: Every read asks for the same DBR type and count (the usual batch).
-    uniform: bool = False
+    __slots__ = (
+        "_by_sid",
+        "_channels",
+        "data_counts",
+        "data_types",
+        "headers",
+        "ioids",
+        "sids",
+        "uniform",
+    )
+
+    def __init__(
+        self,
+        by_sid: dict[int, Any],
+        data_types: list[int],
+        data_counts: list[int],
+        sids: list[int],
+        ioids: list[int],
+        headers: Any,
+        uniform: bool = False,
+    ) -> None:
+        self._by_sid: dict[int, Any] | None = by_sid
+        self._channels: list[Any] = []
+        self.data_types = data_types
+        self.data_counts = data_counts
+        self.sids = sids
+        self.ioids = ioids
+        #: The requests' headers as received, one numpy record each (fields
+        #: command, size, data_type, data_count, sid, ioid; big-endian): a
+        #: reply's header is the same but for size and status.
+        self.headers = headers
+        #: Every read asks for the same DBR type and count (the usual batch).
+        self.uniform = uniform
+
+    @property
+    def channels(self) -> list[Any]:
+        """The channel each read names.
+
+        Looked up once, when first asked for: a run answered at once never
+        needs them, and the circuit asks before anything can change them
+        (``VirtualCircuit._recorded``).
+        """
+        if self._by_sid is not None:
+            self._channels = list(map(self._by_sid.__getitem__, self.sids))
+            self._by_sid = None
+        return self._channels
 
     def reads(self) -> Iterator[tuple[Any, int, int, int, int]]:
         """(channel, data_type, data_count, sid, ioid) of each read, in order."""
@@ -303,6 +336,14 @@ class VirtualCircuit:
         self.channels: dict[int, Any] = {}  # cid -> channel
         self.channels_by_sid: dict[int, Any] = {}
         self._pending: dict[int, tuple[Any, Command | None]] = {}  # ioid -> (channel, request)
+        #: The last read_notify_run, checked but not yet in ``_pending``: its
+        #: reads are recorded there by the next call that looks at the table
+        #: (``_recorded``), unless replied() answers the whole run first.
+        self._unrecorded: ReadRun | None = None
+        #: The sids of the channels a READ_NOTIFY may name now: those in
+        #: ``channels_by_sid`` that are CONNECTED (kept with their state, so
+        #: that a run of reads is checked by one set operation).
+        self._readable_sids: set[int] = set()
         self._subscriptions: dict[int, Any] = {}  # subscriptionid -> channel
         self._cancelling: set[int] = set()
         self._parser = StreamParser(self.their_role, max_payload)
@@ -347,7 +388,17 @@ class VirtualCircuit:
     @property
     def pending_ioids(self) -> frozenset[int]:
         """Reads and writes that still await their reply."""
-        return frozenset(self._pending)
+        return frozenset(self._recorded())
+
+    def _recorded(self) -> dict[int, tuple[Any, Command | None]]:
+        """``_pending``, with the reads of an unrecorded run in it."""
+        run = self._unrecorded
+        if run is not None:
+            self._unrecorded = None
+            self._pending.update(
+                zip(run.ioids, zip(run.channels, itertools.repeat(None)), strict=False)
+            )
+        return self._pending
 
     # -- the core API -----------------------------------------------------------
 
@@ -384,7 +435,10 @@ class VirtualCircuit:
         :meth:`next_command` checks each request (a connected circuit,
         nothing buffered ahead of it, a known sid on a channel that may be
         read, an ioid that does not await a reply already) and recorded the
-        same way: each ioid awaits its reply. The run covers the first
+        same way: each ioid awaits its reply. (The recording waits for the
+        next call that looks at the replies awaited: a run that
+        :meth:`replied` answers whole before any other command passes
+        never needs it.) The run covers the first
         ``16 * len(run.ioids)`` bytes of ``data``, which the caller then
         must not pass to :meth:`receive_data`; it answers each read either
         with :meth:`send` (``ReadNotifyResponse`` or ``ErrorResponse``, as
@@ -411,14 +465,10 @@ class VirtualCircuit:
             headers = headers[: others[0]]
         # Checked a column at a time, each check one call into C.
         sids = headers["sid"].tolist()
+        if not self._readable_sids.issuperset(sids):
+            return None  # an unknown sid, or a channel being cleared
         ioids = headers["ioid"].tolist()
-        channels = list(map(self.channels_by_sid.get, sids))
-        try:
-            if not _READABLE_STATES.issuperset(map(_state_of, channels)):
-                return None  # a channel being cleared, or gone
-        except AttributeError:
-            return None  # an unknown sid (None has no state)
-        pending = self._pending
+        pending = self._recorded()
         column = headers["ioid"]
         # Distinct ioids: libca numbers its reads upwards, and a rising column
         # needs no set of a thousand ints to show it.
@@ -427,7 +477,6 @@ class VirtualCircuit:
         # (isdisjoint would look each ioid up even in an empty table)
         if pending and not pending.keys().isdisjoint(ioids):
             return None
-        pending.update(zip(ioids, zip(channels, itertools.repeat(None), strict=False), strict=True))
         types, counts = headers["data_type"], headers["data_count"]
         first_type, first_count = int(types[0]), int(counts[0])
         uniform = bool((types == first_type).all() and (counts == first_count).all())
@@ -435,8 +484,8 @@ class VirtualCircuit:
             data_types, data_counts = [first_type] * len(ioids), [first_count] * len(ioids)
         else:
             data_types, data_counts = types.tolist(), counts.tolist()
-        return ReadRun(
-            channels,
+        self._unrecorded = run = ReadRun(
+            self.channels_by_sid,
             data_types,
             data_counts,
             sids,
@@ -446,6 +495,7 @@ class VirtualCircuit:
             np.frombuffer(bytes(data[: 16 * len(ioids)]), _REQUEST_HEADERS),
             uniform,
         )
+        return run
 
     def create_chan_run(
         self, data: bytes | memoryview, least: int = 4, most: int = 256
@@ -561,6 +611,7 @@ class VirtualCircuit:
         channel.native_data_count = native_data_count
         self.channels_by_sid[sid] = channel
         channel.state = ChannelState.CONNECTED
+        self._readable_sids.add(sid)
         return _CREATED(
             *(CommandId.ACCESS_RIGHTS, 0, 0, 0, cid, access_rights),
             *(CommandId.CREATE_CHAN, 0, native_data_type, native_data_count, cid, sid),
@@ -583,7 +634,12 @@ class VirtualCircuit:
 
     def replied(self, ioids: list[int]) -> None:
         """Replies to these reads of a :meth:`read_notify_run` went out, not through send()."""
-        pending = self._pending
+        if self._unrecorded is not None and self._unrecorded.ioids is ioids:
+            # The whole run, answered before anything else looked at the
+            # table (the usual batch): its reads never need recording.
+            self._unrecorded = None
+            return
+        pending = self._recorded()
         if len(pending) == len(ioids) and ioids[0] in pending and ioids[-1] in pending:
             # Only this run awaits replies (the usual case): the ioids were
             # all added at once, distinct, and leave only here, by their
@@ -596,18 +652,23 @@ class VirtualCircuit:
 
     def disconnect(self) -> None:
         """The connection is gone: every channel closes, nothing more passes."""
+        self._recorded()  # a run's channels, as they were, before they all close
         for role in self.states:
             self.states[role] = CircuitState.DISCONNECTED
         for channel in list(self.channels.values()):
             channel.state = ChannelState.CLOSED
         self.channels.clear()
         self.channels_by_sid.clear()
+        self._readable_sids.clear()
         self._pending.clear()
+        self._unrecorded = None
         self._subscriptions.clear()
 
     # -- bookkeeping -------------------------------------------------------------
 
     def _process(self, command: Command, sender: Role) -> Command:
+        if self._unrecorded is not None:
+            self._recorded()
         cls = type(command)
         if (
             cls is CreateChanRequest or cls is AccessRightsResponse or cls is CreateChanResponse
@@ -700,6 +761,7 @@ class VirtualCircuit:
         channel.native_data_count = command[3]
         self.channels_by_sid[command[5]] = channel
         channel.state = ChannelState.CONNECTED
+        self._readable_sids.add(command[5])
         return True
 
     def _unknown(self, what: str, command: Command, sender: Role) -> ProtocolError:
@@ -821,6 +883,12 @@ class VirtualCircuit:
             self._subscriptions.pop(command[5], None)
             channel.subscriptions.pop(command[5], None)
         channel.state = target
+        sid = channel.sid
+        if sid is not None and self.channels_by_sid.get(sid) is channel:
+            if target in _READABLE_STATES:
+                self._readable_sids.add(sid)
+            else:
+                self._readable_sids.discard(sid)
         if target in _TERMINAL:
             self._forget(channel)
 
