@@ -367,3 +367,6 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     deploy.set_defaults(handler=cmd_deploy)
     commands.add_parser("boards", help="list the board models").set_defaults(handler=cmd_boards)
     commands.add_parser("drivers", help="list the drivers").set_defaults(handler=cmd_drivers)
+    from . import softioc
+
+    softioc.add_parser(commands)

@@ -165,6 +165,9 @@ class ChannelData(ChannelAlarms):
 
     #: The DBR type of the value (CREATE_CHAN reply).
     native_type: ClassVar[ChannelType]
+    #: Whether a GR/CTRL reply shows an alarm limit only while it has a
+    #: severity (NaN when off), as an ai does; a longin shows them all.
+    limits_need_severity: ClassVar[bool] = True
     #: What an enum index without a state string reads as (bi/bo's text).
     illegal_enum: ClassVar[str | None] = ILLEGAL_ENUM_STRING
 
@@ -462,7 +465,11 @@ class ChannelData(ChannelAlarms):
                     metadata["precision"] = as_short(self.precision or 0)
                 for name in LIMIT_NAMES:
                     limit = getattr(self, name)
-                    if name in SEVERITY_OF and not getattr(self, SEVERITY_OF[name]):
+                    if (
+                        name in SEVERITY_OF
+                        and self.limits_need_severity
+                        and not getattr(self, SEVERITY_OF[name])
+                    ):
                         limit = None  # aiRecord's get_alarm_double: NaN when off
                     metadata[name] = limit_as(limit, target)
         elif data_type == ChannelType.STSACK_STRING:
