@@ -262,6 +262,15 @@ def run_pyepics(code: str, env: dict[str, str], timeout: float = 60.0) -> Any:
     )
 
 
+def run_pyepics_each(code: str, envs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The ``result`` of ``code`` run by libca against each server of ``envs``, at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(envs)) as pool:
+        futures = {name: pool.submit(run_pyepics, code, env) for name, env in envs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def serving_board(
     name: str, env: dict[str, str], *options: str
 ) -> AbstractContextManager[subprocess.Popen[str]]:

@@ -13,13 +13,18 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics, run_to_end
+from peers import (
+    ca_environment,
+    free_port,
+    process_until_ready,
+    run_pyepics_each,
+    run_to_end,
+)
 from waiting import run
 
 from caioc.ca import AlarmSeverity, AlarmStatus, ChannelType
@@ -530,9 +535,7 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[
 def test_libca_reads_and_writes_the_same_records_on_caioc_and_softioc(
     oracle: dict[str, dict[str, str]],
 ) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(run_pyepics, CLIENT, env) for name, env in oracle.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    results = run_pyepics_each(CLIENT, oracle)
     ours, theirs = results["caioc"], results["softioc"]
     differences = []
     for name in ORACLE_NAMES:

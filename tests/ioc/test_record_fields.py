@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, process_until_ready, run_pyepics_each
 from waiting import run
 
 from caioc.ca import (
@@ -629,9 +628,7 @@ def servers() -> Iterator[dict[str, dict[str, str]]]:
 def test_libca_sees_the_monitors_and_severities_an_ao_record_sends(
     servers: dict[str, dict[str, str]],
 ) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(run_pyepics, MONITORS, env) for name, env in servers.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    results = run_pyepics_each(MONITORS, servers)
     ours, theirs = results["caioc"], results["softioc"]
     assert ours["events"] == theirs["events"]
     assert ours["fields"] == theirs["fields"]

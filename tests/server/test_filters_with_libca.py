@@ -7,11 +7,9 @@ serve the same records; agreement with the C IOC is the oracle.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-from peers import ca_environment, free_port, process_until_ready, run_pyepics
+from peers import ca_environment, free_port, process_until_ready, run_pyepics, run_pyepics_each
 
 pytest.importorskip("epics", reason="pyepics (libca) not installed")
 pytestmark = pytest.mark.peers
@@ -103,11 +101,7 @@ def servers() -> Iterator[dict[str, dict[str, str]]]:
         yield envs
 
 
-def both(code: str, envs: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """The ``result`` of ``code`` run by libca against each server (at once)."""
-    with ThreadPoolExecutor(len(envs)) as pool:
-        futures = {name: pool.submit(run_pyepics, code, env) for name, env in envs.items()}
-        return {name: future.result() for name, future in futures.items()}
+both = run_pyepics_each
 
 
 READS = """
