@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ca._constants import EPICS_EPOCH_OFFSET
 from ..server._data import (
     ChannelChar,
     ChannelData,
@@ -609,7 +610,9 @@ def record_channel(record: Record) -> tuple[ChannelData | None, str, list[str]]:
         fields.take("PINI")
     if pini not in ("YES", "1"):
         # Never processed, as in an IOC: STAT UDF; SEVR INVALID unless the
-        # file gave VAL (its first put or PINI processes it, and clears that).
+        # file gave VAL (its first put or PINI processes it, and clears that);
+        # no time stamp yet (TIME replies carry 0: the EPICS epoch).
+        options["timestamp"] = float(EPICS_EPOCH_OFFSET)
         options["alarm_status"] = AlarmStatus.UDF
         options["alarm_severity"] = (
             AlarmSeverity.NO_ALARM if fields.has("VAL") else AlarmSeverity.INVALID
