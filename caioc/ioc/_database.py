@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _macros
 from ..ca._constants import EPICS_EPOCH_OFFSET
 from ..server._data import (
     ChannelChar,
@@ -111,69 +112,20 @@ def _split_macro_list(text: str) -> Iterator[str]:
     yield text[start:]
 
 
-_MACRO_START = re.compile(r"\$([({])")
-
-
 def expand_macros(text: str, macros: Mapping[str, str], where: str = "") -> str:
     """``text`` with every ``$(NAME)``, ``${NAME}`` and ``$(NAME=default)`` expanded.
 
-    Names and defaults may themselves hold macros; a value is expanded
-    again (at most 50 levels deep, so a macro defined through itself is an
-    error rather than a hang). An undefined macro without a default is a
-    :class:`DatabaseError` naming ``where``.
+    See :mod:`caioc._macros`; a macro that cannot be expanded is a
+    :class:`DatabaseError` starting with ``where``.
     """
-    return _expand(text, macros, where, 0)
-
-
-def _expand(text: str, macros: Mapping[str, str], where: str, depth: int) -> str:
-    if depth > 50:
-        raise DatabaseError(f"{where}macros nested more than 50 deep (a macro refers to itself?)")
-    out: list[str] = []
-    position = 0
-    while (match := _MACRO_START.search(text, position)) is not None:
-        out.append(text[position : match.start()])
-        closing = ")" if match.group(1) == "(" else "}"
-        end = _matching(text, match.end(), match.group(1), closing)
-        if end < 0:
-            raise DatabaseError(f"{where}a macro {text[match.start() :]!r} is not closed")
-        inner = text[match.end() : end]
-        name, sep, default = _split_default(inner)
-        name = _expand(name, macros, where, depth + 1)
-        if name in macros:
-            out.append(_expand(macros[name], macros, where, depth + 1))
-        elif sep:
-            out.append(_expand(default, macros, where, depth + 1))
-        else:
-            raise DatabaseError(f"{where}macro $({name}) is undefined (give it with -m {name}=...)")
-        position = end + 1
-    out.append(text[position:])
-    return "".join(out)
-
-
-def _matching(text: str, start: int, opening: str, closing: str) -> int:
-    depth = 1
-    for index in range(start, len(text)):
-        char = text[index]
-        if char == opening:
-            depth += 1
-        elif char == closing:
-            depth -= 1
-            if depth == 0:
-                return index
-    return -1
-
-
-def _split_default(inner: str) -> tuple[str, str, str]:
-    """``NAME=default`` -> (NAME, "=", default), the ``=`` outside nested macros."""
-    depth = 0
-    for index, char in enumerate(inner):
-        if char in "({":
-            depth += 1
-        elif char in ")}":
-            depth -= 1
-        elif char == "=" and depth == 0:
-            return inner[:index], "=", inner[index + 1 :]
-    return inner, "", ""
+    try:
+        return _macros.expand_macros(text, macros)
+    except _macros.UndefinedMacro as error:
+        raise DatabaseError(
+            f"{where}macro $({error.name}) is undefined (give it with -m {error.name}=...)"
+        ) from None
+    except _macros.MacroError as error:
+        raise DatabaseError(f"{where}{error}") from None
 
 
 # -- the parser ------------------------------------------------------------------

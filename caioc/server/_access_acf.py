@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
+from .._macros import MacroError, expand_macros
 from ._access_calc import INPUT_LETTERS, CalcError, CalcExpression, compile_calc
 
 __all__ = [
@@ -121,7 +122,6 @@ _PUNCTUATION = frozenset("(){},")
 _INPUT_WORDS = {f"INP{letter}": letter for letter in INPUT_LETTERS}
 _KEYWORDS = frozenset({"UAG", "HAG", "ASG", "RULE", "CALC", *_INPUT_WORDS})
 _INTEGER = re.compile(r"[-+]?\d+")
-_MACRO = re.compile(r"\$(?:\(([^)=]*)(?:=([^)]*))?\)|\{([^}=]*)(?:=([^}]*))?\})")
 _WORD, _STRING, _PUNCT, _EOF = "word", "string", "punct", "eof"
 
 
@@ -187,19 +187,10 @@ def _expand_macros(text: str, macros: Mapping[str, str], filename: str) -> str:
     """Substitute ``$(NAME)`` / ``${NAME}`` (with ``=default``) line by line, as asInitFP."""
     lines = text.split("\n")
     for number, line in enumerate(lines, 1):
-
-        def substitute(match: re.Match[str], number: int = number) -> str:
-            name = match.group(1) if match.group(1) is not None else match.group(3)
-            default = match.group(2) if match.group(1) is not None else match.group(4)
-            if name in macros:
-                return macros[name]
-            if default is not None:
-                return default
-            raise AccessConfigError(
-                f"macro {name!r} is undefined", filename, number, match.start() + 1
-            )
-
-        lines[number - 1] = _MACRO.sub(substitute, line)
+        try:
+            lines[number - 1] = expand_macros(line, macros)
+        except MacroError as error:
+            raise AccessConfigError(str(error), filename, number, error.column) from None
     return "\n".join(lines)
 
 
